@@ -1,0 +1,1 @@
+"""homeforge's benchmark scripts; run them all with `python -m benchmarks`."""

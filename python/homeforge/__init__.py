@@ -1,0 +1,21 @@
+"""homeforge: train small language models on the CPUs you already have.
+
+>>> import homeforge
+>>> homeforge.get_num_threads() >= 1
+True
+"""
+
+from __future__ import annotations
+
+from . import _libs  # noqa: F401  (loads oneDNN/oneTBB before the extension)
+from . import _core
+from .runtime import get_num_threads, runtime_info, set_num_threads
+
+__version__: str = _core.__version__
+
+__all__ = [
+    "__version__",
+    "runtime_info",
+    "set_num_threads",
+    "get_num_threads",
+]

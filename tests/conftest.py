@@ -1,0 +1,31 @@
+"""Shared test fixtures.
+
+The suite runs against the *installed* package (scripts/test.sh installs it into a fresh
+virtual environment), or against a developer build with PYTHONPATH=python.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+import homeforge
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(1234)
+
+
+@pytest.fixture
+def restore_threads():
+    """Restore homeforge's thread count, ISA limit and backend after a test that changes them."""
+    from homeforge import _core
+
+    before = homeforge.get_num_threads()
+    yield
+    homeforge.set_num_threads(before)
+    _core.set_isa_limit(os.environ.get("HOMEFORGE_ISA", "avx512_bf16"))
+    _core.set_serial_backend(False)
