@@ -92,7 +92,7 @@ def expand_inputs(inputs: Sequence[str | os.PathLike[str]], *, include: Sequence
         p = Path(s)
         if p.is_dir():
             found = sorted(q for q in p.rglob("*") if q.is_file()
-                           and not any(part.startswith(".") for part in q.relative_to(p).parts)
+                           and not any(part.startswith(".") or part == "__pycache__" for part in q.relative_to(p).parts)
                            and (not include or any(q.match(pat) for pat in include)))
         elif p.is_file():
             found = [p]
