@@ -10,6 +10,9 @@ from __future__ import annotations
 from . import _libs  # noqa: F401  (loads oneDNN/oneTBB before the extension)
 from . import _core
 from .runtime import get_num_threads, runtime_info, set_num_threads
+from .config import RunConfig
+from .data import TokenLoader
+from .trainer import Trainer
 
 __version__: str = _core.__version__
 
@@ -18,4 +21,7 @@ __all__ = [
     "runtime_info",
     "set_num_threads",
     "get_num_threads",
+    "RunConfig",
+    "TokenLoader",
+    "Trainer",
 ]

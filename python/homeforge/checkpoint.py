@@ -209,7 +209,7 @@ def best_checkpoint(root: str | os.PathLike[str]) -> Path | None:
 
 
 def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
-    """A checkpoint directory from a path that is one, or a root (latest), or ``root/latest`` / ``root/best``."""
+    """A checkpoint directory from a path that is one, a root or a run directory (its latest), or ``root/latest`` / ``root/best``."""
     p = Path(path)
     if p.name in ("latest", "best") and not p.exists():
         found = latest_checkpoint(p.parent) if p.name == "latest" else best_checkpoint(p.parent)
@@ -220,6 +220,8 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
         raise FileNotFoundError(f"checkpoint not found: {p}")
     if (p / MANIFEST).is_file():
         return p
+    if p.is_dir() and (p / "checkpoints").is_dir():  # a training run's out_dir
+        p = p / "checkpoints"
     if p.is_dir():
         found = latest_checkpoint(p)
         if found is not None:
