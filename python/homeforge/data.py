@@ -447,6 +447,7 @@ def prepare(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike
         "sources": fingerprint["sources"],
         "config": _cfg_json(cfg),
         "splits": splits,
+        "chunks": len(state["chunks"]),
         "counts": {"docs": stats.docs, "bytes_in": stats.bytes_in, "lines_kept": stats.lines_kept,
                    "empty_lines": stats.empty_lines, "bad_lines": stats.bad_lines, "duplicates": stats.duplicates},
         "bad_lines": stats.bad[:_MAX_BAD_REPORTED],
@@ -492,6 +493,8 @@ class TokenLoader:
             raise ValueError(f"seq_len and batch_size must be >= 1, got {seq_len} and {batch_size}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+        if isinstance(source, (str, os.PathLike)) and not Path(source).exists():
+            raise FileNotFoundError(f"no prepared data at {source} (run `homeforge data prepare`)")
         if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
             m = load_manifest(source)
             if split not in m["splits"]:
