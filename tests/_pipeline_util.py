@@ -31,7 +31,7 @@ class HFByteTokenizer:
         self.n_vocab = t.get_vocab_size()
         self.special_tokens = {EOT: self.eot_token}
 
-    def encode_batch_flat(self, texts, num_threads=None):
+    def encode_batch_flat(self, texts, num_threads=None, **special):  # special: tiktoken-style flags, ignored
         encs = self.t.encode_batch(list(texts), add_special_tokens=False)
         lens = [len(e.ids) for e in encs]
         offsets = np.zeros(len(encs) + 1, dtype=np.int64)

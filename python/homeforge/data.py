@@ -265,7 +265,8 @@ def _tokenize_docs(tok: Any, docs: list[str], eot: int, num_threads: int | None)
     """Token ids of ``docs``, each followed by ``eot`` (uint32)."""
     if not docs:
         return np.zeros(0, dtype=np.uint32)
-    ids, offsets = tok.encode_batch_flat(docs, num_threads=num_threads)
+    # special-token text inside a document is ordinary text: only the separators are <|endoftext|>
+    ids, offsets = tok.encode_batch_flat(docs, num_threads=num_threads, disallowed_special=())
     ids = np.asarray(ids, dtype=np.uint32)
     offsets = np.asarray(offsets, dtype=np.int64)
     return np.insert(ids, offsets[1:], np.uint32(eot))

@@ -73,7 +73,7 @@ def run_demo(*, corpus: Sequence[str] | None = None, out: str = "runs/demo", ste
 
     t0 = time.perf_counter()
     tok_path = out_dir / "tokenizer.hftok"
-    tok = Tokenizer.train([str(f) for f in files], vocab_size, pattern="o200k", special_tokens=("<|endoftext|>",),
+    tok = Tokenizer.train([Path(f) for f in files], vocab_size, pattern="o200k", special_tokens=("<|endoftext|>",),
                           progress=sys.stderr.isatty())
     tok.save(tok_path)
     log(f"[2/4] tokenizer: {tok.n_vocab} tokens trained in {time.perf_counter() - t0:.1f}s -> {tok_path}")

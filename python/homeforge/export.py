@@ -155,7 +155,7 @@ def export_gguf(model: Any, tok: Any, path: str | os.PathLike[str], *, name: str
         w.add_vocab_size(vocab_size)
         w.add_file_type(gguf.LlamaFileType.ALL_F32)
         w.add_tokenizer_model("gpt2")
-        w.add_tokenizer_pre(_GGUF_PRE.get(str(getattr(tok, "pattern_name", getattr(tok, "pattern", ""))), "default"))
+        w.add_tokenizer_pre(_GGUF_PRE.get(str(getattr(tok, "pattern", "")), "default"))
         w.add_token_list(tokens)
         w.add_token_types([int(t) for t in types])
         w.add_token_merges(merges)
