@@ -153,8 +153,10 @@ def _run(args: argparse.Namespace) -> int:
         from .trainer import Trainer
 
         cfg = RunConfig.from_toml(args.config, args.overrides)
-        summary = Trainer(cfg).fit(resume=args.resume, until=args.until)
-        print(json.dumps({k: v for k, v in summary.items()}, default=str))
+        trainer = Trainer(cfg)
+        summary = trainer.fit(resume=args.resume, until=args.until)
+        if trainer.is_main:
+            print(json.dumps(summary, default=str))
         return 0
     if cmd in ("generate", "chat", "eval", "export"):
         from .inference import load_model

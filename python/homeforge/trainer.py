@@ -359,6 +359,7 @@ class Trainer:
         window_tokens, window_time = 0, 0.0
         run_t0 = time.perf_counter()
         run_tokens = 0
+        train_seconds = 0.0
         last_saved = -1
         out: dict[str, Any] = {}
         loss_ema: float | None = None
@@ -371,13 +372,14 @@ class Trainer:
             self.step += 1
             window_tokens += int(out["tokens"])
             window_time += dt
+            train_seconds += dt
             run_tokens += int(out["tokens"])
             loss = float(out["loss"])
             if math.isfinite(loss):
                 loss_ema = loss if loss_ema is None else 0.9 * loss_ema + 0.1 * loss
             if self.step % max(1, t.log_every) == 0 or self.step == stop or self.step == 1:
                 tps = window_tokens / max(window_time, 1e-9)
-                mfu = tps * flops_tok / peak
+                mfu = tps * flops_tok / (peak * self.world_size)  # each rank's peak is measured with its own threads
                 rec = {"step": self.step, "loss": loss, "lr": lr, "grad_norm": float(out["grad_norm"]),
                        "skipped": bool(out["skipped"]), "tokens_per_s": tps, "mfu": mfu,
                        "tokens": self.step * self.tokens_per_step, "time": time.time()}
@@ -426,7 +428,8 @@ class Trainer:
             self._tb = None
         wall = time.perf_counter() - run_t0
         summary = {"step": self.step, "loss": out.get("loss"), "loss_ema": loss_ema, "val_loss": self.last_val,
-                   "tokens": run_tokens, "seconds": wall, "tokens_per_s": run_tokens / max(wall, 1e-9),
+                   "tokens": run_tokens, "seconds": wall, "train_seconds": train_seconds,
+                   "tokens_per_s": run_tokens / max(train_seconds, 1e-9),
                    "checkpoint": str(path) if path else str(self.ckpt_dir / f"step_{self.step:08d}")}
         return summary
 
