@@ -129,7 +129,7 @@ def bench_train(data_dir: Path, tok, work: Path, *, preset: str, dtype: str, seq
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), o.max_grad_norm)
         opt.step()
-        torch_loss.append(float(loss))
+        torch_loss.append(float(loss.detach()))
 
     for i in range(2):
         step(i)

@@ -51,6 +51,15 @@ def _torch_losses(cfg: RunConfig, init: dict[str, np.ndarray], model_cfg, steps:
     torch = pytest.importorskip("torch", reason="torch is the reference of this test")
     transformers = pytest.importorskip("transformers", reason="transformers is the reference of this test")
     torch.manual_seed(0)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny matrices: one thread is fastest, and immune to busy sibling cores
+    try:
+        return _torch_run(torch, transformers, cfg, init, model_cfg, steps)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _torch_run(torch, transformers, cfg, init, model_cfg, steps):
     mc = model_cfg
     hc = transformers.LlamaConfig(vocab_size=mc.vocab_size, hidden_size=mc.d_model, intermediate_size=mc.ffn_hidden,
                                   num_hidden_layers=mc.n_layers, num_attention_heads=mc.n_heads,
@@ -81,7 +90,7 @@ def _torch_losses(cfg: RunConfig, init: dict[str, np.ndarray], model_cfg, steps:
             logits = model(input_ids=torch.from_numpy(x).long()).logits
             loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), torch.from_numpy(y).long().reshape(-1))
             (loss / n).backward()
-            total += float(loss)
+            total += float(loss.detach())
         torch.nn.utils.clip_grad_norm_(model.parameters(), o.max_grad_norm)
         opt.step()
         losses.append(total / n)
@@ -98,8 +107,9 @@ def test_loss_curve_matches_pytorch(prepared, tmp_path):
     assert len(ours) == cfg.train.steps == summary["step"]
     ref = _torch_losses(cfg, init, tr.model_config, cfg.train.steps)
     diff = np.abs(np.array(ours) - np.array(ref))
-    assert diff[:10].max() < 2e-3, diff[:10]
-    assert diff.mean() < 2e-2 and diff[-10:].mean() < 5e-2, (diff.mean(), diff[-10:])
+    # fp32 on both sides: the curves agree to ~1e-6 here; allow for reduction-order drift over 120 steps
+    assert diff[:10].max() < 1e-4, diff[:10]
+    assert diff.max() < 1e-2 and diff.mean() < 1e-3, (diff.max(), diff.mean())
     assert np.mean(ours[-10:]) < ours[0] - 1.0  # it learned something
     assert np.mean(ref[-10:]) < ref[0] - 1.0
 

@@ -60,7 +60,7 @@ __all__ = ["ModelSection", "DataSection", "OptimSection", "TrainSection", "Distr
 class ModelSection:
     """The model: ``preset`` ("1m", "10m", "nano", "mini") gives defaults; set fields override them."""
 
-    preset: str | None = "1m"
+    preset: str | None = "1m"  # None (TOML: "none"): every shape field must be set
     vocab_size: int | None = None  # default: the tokenizer's n_vocab
     d_model: int | None = None
     n_layers: int | None = None
@@ -227,6 +227,8 @@ class RunConfig:
                 sk[name] = _coerce(f"{sec}.{name}", value, hints[name])
             kwargs[sec] = sec_cls(**sk)
         cfg = cls(**kwargs)
+        if cfg.model.preset in ("none", ""):
+            cfg.model.preset = None
         cfg.validate()
         return cfg
 
@@ -254,6 +256,8 @@ class RunConfig:
         for sec, values in self.to_dict().items():
             lines.append(f"[{sec}]")
             for k, v in values.items():
+                if v is None and sec == "model" and k == "preset":
+                    v = "none"  # TOML has no null; "none" reads back as None
                 if v is None:
                     continue
                 lines.append(f"{k} = {_toml_value(v)}")
