@@ -10,9 +10,9 @@ sample), ``checkpoints/step_*/`` (see :mod:`homeforge.checkpoint`), ``config.tom
 config), ``tokenizer.hftok``, and TensorBoard event files in ``tb/`` when ``tensorboard`` is installed.
 
 MFU = tokens/s x ``model.flops_per_token(seq_len)`` / peak FLOP/s, where the peak is
-``train.peak_gflops`` if set, else the oneDNN GEMM throughput measured once at start-up on this
-machine with the run's threads (1024x1024x1024, fp32 or bf16 like the model): the figure
-benchmarks/bench_machine.py reports as the machine's GEMM limit.
+``train.peak_gflops`` if set, else the GEMM limit benchmarks/bench_machine.py recorded
+(benchmarks/results/machine.json, in a source checkout), else the oneDNN GEMM throughput measured
+once at start-up with the run's threads (1024x1024x1024, fp32 or bf16 like the model, best of 5).
 
 Resume (``fit(resume=...)``, ``homeforge train --resume``) restores the parameters, the optimizer
 state, the data position, the RNG and the step, so N steps + resume + N steps gives bit for bit the
@@ -108,13 +108,34 @@ def copy_params(model: Any, params: dict[str, np.ndarray], where: str) -> None:
 _PEAK_CACHE: dict[tuple[str, int], float] = {}
 
 
+def _benchmarked_peak(dtype: str, threads: int) -> float | None:
+    """The GEMM peak that benchmarks/bench_machine.py recorded, when running from a source checkout
+    on the machine it was measured on with the same threads."""
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "machine.json"
+    try:
+        data = json.loads(path.read_text())
+        limits = data["limits"]
+        info = data.get("machine", {})
+        if int(info.get("cores", -1)) != len(os.sched_getaffinity(0)) or threads != len(os.sched_getaffinity(0)):
+            return None
+        return 1e9 * float(limits["gemm_bf16_gflops" if dtype == "bf16" else "gemm_f32_gflops"])
+    except (OSError, KeyError, ValueError, TypeError, AttributeError):
+        return None
+
+
 def peak_flops(dtype: str = "fp32") -> float:
-    """This machine's GEMM peak in FLOP/s with the current threads: oneDNN 1024^3, best of a few runs."""
+    """This machine's GEMM peak in FLOP/s with the current threads: benchmarks/results/machine.json
+    from bench_machine when present (source checkout, same core count), else oneDNN 1024^3 measured
+    now, best of a few runs (lower than the true peak when other jobs share the cores)."""
     from . import _core
     from .runtime import get_num_threads
 
     key = (dtype, get_num_threads())
     if key not in _PEAK_CACHE:
+        recorded = _benchmarked_peak(dtype, key[1])
+        if recorded:
+            _PEAK_CACHE[key] = recorded
+            return recorded
         n = 1024
         if dtype == "bf16":
             import ml_dtypes
