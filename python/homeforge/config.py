@@ -123,14 +123,34 @@ class TrainSection:
 
 @dataclass
 class DistributedSection:
+    """MPI data parallelism (homeforge.distributed; its DistConfig documents each key).
+
+    ``mode = "none"`` trains in one process, unless launched by mpirun with more than one rank,
+    which means "ddp". The optimizer keys come from [optim] and the threads from train.threads.
+    """
+
     mode: str = "none"  # none | ddp | zero1 | diloco
-    bucket_mb: float = 25.0
-    diloco_inner_steps: int = 500
-    diloco_outer_lr: float = 0.7
-    diloco_outer_momentum: float = 0.9
-    diloco_bf16: bool = False
-    check_every: int = 100
+    bucket_mb: float | None = None  # None: homeforge.distributed's measured default
+    overlap: bool = True
+    diloco_h: int = 50
+    outer_lr: float = 0.7
+    outer_momentum: float = 0.9
+    outer_nesterov: bool = True
+    inner_optimizer: str = "adamw"
+    wire_dtype: str = "f32"
+    checksum_every: int = 100
     timeout_s: float = 300.0
+    straggler_ratio: float = 1.5
+
+    def strategy_config(self, cfg: RunConfig) -> dict[str, Any]:
+        """The mapping homeforge.distributed.make_strategy takes."""
+        d = {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        if d["mode"] == "none":
+            d["mode"] = "ddp"
+        o = cfg.optim
+        d.update(lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay, max_grad_norm=o.max_grad_norm,
+                 nonfinite=o.nonfinite, threads=cfg.train.threads)
+        return d
 
 
 _SECTIONS = {"model": ModelSection, "data": DataSection, "optim": OptimSection, "train": TrainSection,
@@ -291,7 +311,9 @@ class RunConfig:
                    "optim.schedule": (self.optim.schedule, ("cosine", "linear", "constant")),
                    "optim.nonfinite": (self.optim.nonfinite, ("skip", "abort")),
                    "model.dtype": (self.model.dtype, ("fp32", "bf16")),
-                   "distributed.mode": (self.distributed.mode, ("none", "ddp", "zero1", "diloco"))}
+                   "distributed.mode": (self.distributed.mode, ("none", "ddp", "zero1", "diloco")),
+                   "distributed.wire_dtype": (self.distributed.wire_dtype, ("f32", "bf16")),
+                   "distributed.inner_optimizer": (self.distributed.inner_optimizer, ("adamw", "sgd"))}
         for key, (v, allowed) in choices.items():
             if v not in allowed:
                 raise ValueError(f"config key {key} must be one of {', '.join(map(repr, allowed))}, got {v!r}")

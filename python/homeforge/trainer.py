@@ -206,7 +206,7 @@ class Trainer:
             if cfg.distributed.mode != "none" or mpi_world_size() > 1:
                 from .distributed import make_strategy
 
-                strategy = make_strategy(cfg, self.model)
+                strategy = make_strategy(cfg.distributed.strategy_config(cfg), self.model)
             else:
                 from .strategy import LocalStrategy
 
