@@ -2,7 +2,7 @@
 
 ::
 
-    homeforge demo [--corpus PATH ...] [--steps N] [--preset 1m] [--vocab-size N] [--out DIR]
+    homeforge demo [--corpus PATH ...] [--minutes 4 | --steps N] [--preset 1m] [--vocab-size N] [--out DIR]
     homeforge tokenizer train|encode ...
     homeforge data prepare INPUT ... --tokenizer TOK --out DIR [--jsonl-field text] [--val-fraction 0.005]
     homeforge train --config run.toml [--set section.key=value ...] [--resume [CKPT]]
@@ -44,7 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="train a tokenizer and a small model on Python's own sources (~5 min)")
     p.add_argument("--corpus", nargs="+", default=None, help="files/folders/globs to train on instead of the stdlib")
-    p.add_argument("--steps", type=int, default=None, help="training steps (default: the preset's demo length)")
+    p.add_argument("--steps", type=int, default=None, help="training steps (default: as many as fit in --minutes)")
+    p.add_argument("--minutes", type=float, default=4.0, help="training time when --steps is not given")
     p.add_argument("--preset", default="1m")
     p.add_argument("--vocab-size", type=int, default=2048)
     p.add_argument("--seq-len", type=int, default=128)
@@ -111,9 +112,6 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
-_DEMO_STEPS = {"1m": 600, "10m": 150}
-
-
 def _run(args: argparse.Namespace) -> int:
     cmd = args.command
     if args.threads is not None:
@@ -123,8 +121,8 @@ def _run(args: argparse.Namespace) -> int:
     if cmd == "demo":
         from .demo import run_demo
 
-        steps = args.steps if args.steps is not None else _DEMO_STEPS.get(args.preset, 200)
-        run_demo(corpus=args.corpus, out=args.out, steps=steps, preset=args.preset, vocab_size=args.vocab_size,
+        run_demo(corpus=args.corpus, out=args.out, steps=args.steps, minutes=args.minutes, preset=args.preset,
+                 vocab_size=args.vocab_size,
                  seq_len=args.seq_len, batch_size=args.batch_size, max_mb=args.max_mb, lr=args.lr,
                  sample_every=args.sample_every)
         return 0

@@ -49,11 +49,17 @@ def stdlib_corpus(max_bytes: int = 8 << 20, root: str | None = None) -> list[Pat
     return out
 
 
-def run_demo(*, corpus: Sequence[str] | None = None, out: str = "runs/demo", steps: int = 600, preset: str = "1m",
+def run_demo(*, corpus: Sequence[str] | None = None, out: str = "runs/demo", steps: int | None = None,
+             minutes: float = 4.0, preset: str = "1m",
              vocab_size: int = 2048, seq_len: int = 128, batch_size: int = 16, max_mb: float = 8.0,
              lr: float = 3e-3, threads: int | None = None, sample_every: int = 0,
              log: Callable[[str], None] = print) -> dict:
-    """Run the demo (see the module docstring); returns the training summary plus the paths."""
+    """Run the demo (see the module docstring); returns the training summary plus the paths.
+
+    ``steps=None`` sizes the run to ``minutes`` of training: the first steps (all inside the LR
+    warmup, whose schedule does not depend on the total) are timed, then the total is fixed, so the
+    run is exactly the one a config with that many steps would give.
+    """
     from .config import RunConfig
     from .data import PrepareConfig, expand_inputs, prepare
     from .tokenizer import Tokenizer
@@ -88,16 +94,35 @@ def run_demo(*, corpus: Sequence[str] | None = None, out: str = "runs/demo", ste
         f"({c['bytes_in'] / max(1, m['splits']['train']['tokens'] + m['splits']['val']['tokens']):.2f} bytes/token) "
         f"in {time.perf_counter() - t0:.1f}s -> {data_dir}")
 
+    planned = steps if steps is not None else 100_000
+    warmup = max(1, min(100, planned // 10))
     cfg = RunConfig.from_dict({
         "model": {"preset": preset},
         "data": {"path": str(data_dir), "seq_len": seq_len, "batch_size": batch_size},
-        "optim": {"lr": lr, "warmup_steps": max(1, min(100, steps // 10)), "weight_decay": 0.1},
-        "train": {"steps": steps, "out_dir": str(out_dir / "run"), "log_every": max(1, steps // 20),
-                  "eval_every": max(1, steps // 4), "eval_batches": 8, "sample_every": sample_every,
+        "optim": {"lr": lr, "warmup_steps": warmup, "weight_decay": 0.1},
+        "train": {"steps": planned, "out_dir": str(out_dir / "run"), "log_every": max(1, planned // 20),
+                  "eval_every": max(1, planned // 4), "eval_batches": 8, "sample_every": sample_every,
                   "sample_prompt": "def ", "sample_tokens": 96, "threads": threads},
     })
-    log(f"[4/4] training {preset} for {steps} steps of {batch_size}x{seq_len} tokens")
     trainer = Trainer(cfg, tokenizer=tok, log=log)
+    if steps is None:
+        # time a few warmup steps quietly, then fix the total so training takes about `minutes`
+        calib = min(12, warmup - 1)
+        trainer._log = lambda s: None
+        trainer.config.train.log_every = 10**9
+        trainer.config.train.eval_every = 0
+        trainer.fit(until=2, save=False)
+        t0 = time.perf_counter()
+        trainer.fit(until=calib, save=False)
+        per_step = (time.perf_counter() - t0) / max(1, calib - 2)
+        total = int(max(warmup + 10, min(50_000, minutes * 60.0 / max(per_step, 1e-6))))
+        t = trainer.config.train
+        t.steps, t.log_every, t.eval_every = total, max(1, total // 20), max(1, total // 4)
+        trainer._log = log
+        log(f"[4/4] training {preset} for {total} steps of {batch_size}x{seq_len} tokens "
+            f"(~{minutes:g} min at the measured {per_step * 1e3:.0f} ms/step)")
+    else:
+        log(f"[4/4] training {preset} for {steps} steps of {batch_size}x{seq_len} tokens")
     summary = trainer.fit()
     first = next((r["loss"] for r in trainer.history if "loss" in r), float("nan"))
     log(f"loss: {first:.3f} at step 1 -> {summary['loss']:.3f} at step {summary['step']}"

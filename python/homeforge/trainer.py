@@ -351,9 +351,11 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
 
-    def fit(self, *, resume: str | os.PathLike[str] | bool | None = None, until: int | None = None) -> dict[str, Any]:
+    def fit(self, *, resume: str | os.PathLike[str] | bool | None = None, until: int | None = None,
+            save: bool = True) -> dict[str, Any]:
         """Train to ``train.steps`` (or stop early after step ``until``); returns a summary.
 
+        A checkpoint is written every ``checkpoint_every`` steps and, with ``save``, at the end.
         ``resume=True`` continues from the latest checkpoint in ``out_dir`` (or starts fresh if there
         is none); a path continues from that checkpoint.
         """
@@ -442,7 +444,7 @@ class Trainer:
             sys.stdout.write("\n")
             sys.stdout.flush()
         path = None
-        if last_saved != self.step:
+        if save and last_saved != self.step:
             path = self.save(metric=self.last_val if self.step == total else None)
         if self._tb is not None:
             self._tb.close()
