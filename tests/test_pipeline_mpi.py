@@ -48,6 +48,7 @@ batch_size = {batch}
 [optim]
 lr = 3e-3
 warmup_steps = 2
+max_grad_norm = {clip}
 [train]
 steps = 8
 out_dir = "{out}"
@@ -97,9 +98,12 @@ def _params(run: Path) -> dict[str, np.ndarray]:
     return load_checkpoint(run).params
 
 
-def test_two_ranks_equal_one_process_with_double_batch_and_resume_on_one(data_dir, tmp_path):
-    (tmp_path / "one.toml").write_text(TOML.format(data=data_dir, out=tmp_path / "one", batch=4, mode="none"))
-    (tmp_path / "two.toml").write_text(TOML.format(data=data_dir, out=tmp_path / "two", batch=2, mode="ddp"))
+@pytest.mark.parametrize("clip", [100.0, 1.0], ids=["no-clipping", "clipping"])
+def test_two_ranks_equal_one_process_with_double_batch_and_resume_on_one(data_dir, tmp_path, clip):
+    # clip=1.0 clips at every step here (gradient norms ~1.3-1.8): the distributed step must clip on the
+    # norm of the averaged gradient exactly as one process does.
+    (tmp_path / "one.toml").write_text(TOML.format(data=data_dir, out=tmp_path / "one", batch=4, mode="none", clip=clip))
+    (tmp_path / "two.toml").write_text(TOML.format(data=data_dir, out=tmp_path / "two", batch=2, mode="ddp", clip=clip))
     _train(["--config", tmp_path / "one.toml"], None)
     p = _train(["--config", tmp_path / "two.toml", "--until", "4"], 2)
     assert p.stdout.count('"step": 4') == 1  # only the main rank prints its summary
@@ -115,3 +119,6 @@ def test_two_ranks_equal_one_process_with_double_batch_and_resume_on_one(data_di
     l2 = [r["loss"] for r in m2 if "loss" in r]
     assert len(l1) == len(l2) == 8
     np.testing.assert_allclose(l2, l1, rtol=1e-4, atol=1e-4)
+    g1 = [r["grad_norm"] for r in m1 if "loss" in r]
+    g2 = [r["grad_norm"] for r in m2 if "loss" in r]
+    np.testing.assert_allclose(g2, g1, rtol=1e-3, err_msg="the reported gradient norm is that of the mean gradient")
