@@ -160,6 +160,9 @@ def iter_documents(path: Path, *, src_index: int = 0, start: tuple[int, int] = (
         raise FileNotFoundError(f"input not found: {path}") from None
     with f:
         f.seek(offset)
+        if not is_jsonl and doc_unit == "file":
+            yield from _file_blocks(f, path, src_index, offset, line_no, max_doc_bytes, stats)
+            return
         for raw in f:
             offset += len(raw)
             line_no += 1
@@ -215,6 +218,45 @@ def iter_documents(path: Path, *, src_index: int = 0, start: tuple[int, int] = (
                 yield doc, (src_index, offset, line_no)
         if buf:
             yield "".join(buf), (src_index, offset, line_no)
+
+
+def _file_blocks(f: Any, path: Path, src_index: int, offset: int, line_no: int, block_bytes: int,
+                 stats: _Stats) -> Iterator[tuple[str, tuple[int, int, int]]]:
+    """doc_unit="file": one document per block of about ``block_bytes`` (whole lines), decoded and
+    cleaned a block at a time (a block that is not valid UTF-8 is redone line by line to report the
+    bad lines)."""
+    while True:
+        block = f.read(block_bytes)
+        if not block:
+            return
+        if not block.endswith(b"\n"):
+            block += f.readline()
+        stats.bytes_in += len(block)
+        ends_nl = block.endswith(b"\n")
+        n_lines = block.count(b"\n") + (0 if ends_nl else 1)
+        try:
+            text = block.decode("utf-8")
+        except UnicodeDecodeError:
+            parts = block.split(b"\n")
+            if ends_nl:
+                parts.pop()
+            good = []
+            for i, raw in enumerate(parts):
+                try:
+                    good.append(raw.decode("utf-8"))
+                except UnicodeDecodeError as e:
+                    stats.report_bad(path, line_no + i + 1, f"invalid UTF-8 at byte {e.start} of the line")
+            text = "\n".join(good) + ("\n" if good else "")
+        pieces = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        if pieces and pieces[-1] == "":
+            pieces.pop()
+        kept = [p for p in pieces if p.strip()]
+        stats.lines_kept += len(kept)
+        stats.empty_lines += len(pieces) - len(kept)
+        offset += len(block)
+        line_no += n_lines
+        if kept:
+            yield "\n".join(kept) + "\n", (src_index, offset, line_no)
 
 
 def _digest(doc: str) -> bytes:
