@@ -49,6 +49,7 @@ import os
 import shutil
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -400,70 +401,87 @@ def prepare(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike
 
     t0 = time.perf_counter()
     chunks_done_now = 0
-    total_bytes = sum(s["bytes"] for s in fingerprint["sources"])
-    while pos[0] < len(sources):
-        if _stop_after_chunks is not None and chunks_done_now >= _stop_after_chunks:
-            return {}
-        ci = len(state["chunks"])
-        cstats = _Stats()
-        docs_train: list[str] = []
-        docs_val: list[str] = []
-        digests: list[bytes] = []
-        chunk_text = 0
-        end = pos
-        src = pos[0]
-        start = (pos[1], pos[2])
-        while src < len(sources) and chunk_text < cfg.chunk_bytes:
-            for doc, where in iter_documents(sources[src], src_index=src, start=start, doc_unit=cfg.doc_unit,
-                                             jsonl_field=cfg.jsonl_field, max_doc_bytes=cfg.max_doc_bytes,
-                                             stats=cstats):
-                end = where
-                d = _digest(doc)
-                if cfg.dedup:
-                    if d in seen:
-                        cstats.duplicates += 1
-                        continue
-                    seen.add(d)
-                    digests.append(d)
-                cstats.docs += 1
-                chunk_text += len(doc)
-                (docs_val if _is_val(d, cfg.val_fraction) else docs_train).append(doc)
-                if chunk_text >= cfg.chunk_bytes:
-                    break
-            else:
-                src += 1
-                start = (0, 0)
-                end = (src, 0, 0)
-                continue
-            # chunk full inside this file
-            if end[1] >= sources[src].stat().st_size:
-                end = (src + 1, 0, 0)
-            break
-        record: dict[str, Any] = {"index": ci, "end": list(end), "digests": f"dedup_{ci:05d}.bin"}
-        for split, docs in (("train", docs_train), ("val", docs_val)):
-            w = ShardWriter(out, f"{split}_c{ci:05d}", tok.n_vocab, tok_hash, shard_tokens=cfg.shard_tokens)
-            n_tok = 0
-            for i in range(0, len(docs), cfg.batch_docs):
-                ids = _tokenize_docs(tok, docs[i:i + cfg.batch_docs], eot, num_threads)
-                w.add(ids)
-                n_tok += ids.size
-            paths = w.close()
-            record[split] = {"shards": [p.name for p in paths], "tokens": n_tok, "docs": len(docs)}
-        with atomic_write(out / record["digests"], "wb") as f:
-            f.write(b"".join(digests))
-        s = asdict(cstats)
-        record["stats"] = s
-        for k, v in s.items():
-            setattr(stats, k, getattr(stats, k) + v) if k != "bad" else stats.bad.extend(v)
-        state["chunks"].append(record)
-        _write_json(out / PROGRESS, state)
-        chunks_done_now += 1
-        pos = tuple(end)
-        if progress:
-            done = sum(s["bytes"] for s in fingerprint["sources"][:pos[0]]) + (pos[1] if pos[0] < len(sources) else 0)
-            el = time.perf_counter() - t0
-            print(f"\rprepare: {done / 1e6:8.1f} / {total_bytes / 1e6:.1f} MB  {stats.docs} docs  "
-                  f"{stats.bytes_in / 1e6 / max(el, 1e-9):6.1f} MB/s", end="", file=sys.stderr, flush=True)
+    pool = ThreadPoolExecutor(max_workers=1)  # the tokenizer releases the GIL: it overlaps the reading
+    try:
+        total_bytes = sum(s["bytes"] for s in fingerprint["sources"])
+        while pos[0] < len(sources):
+            if _stop_after_chunks is not None and chunks_done_now >= _stop_after_chunks:
+                return {}
+            ci = len(state["chunks"])
+            cstats = _Stats()
+            pending: dict[str, list[str]] = {"train": [], "val": []}
+            futs: dict[str, list[Any]] = {"train": [], "val": []}
+            n_docs = {"train": 0, "val": 0}
+            pending_bytes = {"train": 0, "val": 0}
+            digests: list[bytes] = []
+            chunk_text = 0
+            end = pos
+            src = pos[0]
+            start = (pos[1], pos[2])
+            while src < len(sources) and chunk_text < cfg.chunk_bytes:
+                for doc, where in iter_documents(sources[src], src_index=src, start=start, doc_unit=cfg.doc_unit,
+                                                 jsonl_field=cfg.jsonl_field, max_doc_bytes=cfg.max_doc_bytes,
+                                                 stats=cstats):
+                    end = where
+                    d = _digest(doc)
+                    if cfg.dedup:
+                        if d in seen:
+                            cstats.duplicates += 1
+                            continue
+                        seen.add(d)
+                        digests.append(d)
+                    cstats.docs += 1
+                    chunk_text += len(doc)
+                    split = "val" if _is_val(d, cfg.val_fraction) else "train"
+                    pending[split].append(doc)
+                    pending_bytes[split] += len(doc)
+                    n_docs[split] += 1
+                    if len(pending[split]) >= cfg.batch_docs or pending_bytes[split] >= (1 << 20):
+                        # tokenize in the background while the next documents are read
+                        futs[split].append(pool.submit(_tokenize_docs, tok, pending[split], eot, num_threads))
+                        pending[split] = []
+                        pending_bytes[split] = 0
+                    if chunk_text >= cfg.chunk_bytes:
+                        break
+                else:
+                    src += 1
+                    start = (0, 0)
+                    end = (src, 0, 0)
+                    continue
+                # chunk full inside this file
+                if end[1] >= sources[src].stat().st_size:
+                    end = (src + 1, 0, 0)
+                break
+            record: dict[str, Any] = {"index": ci, "end": list(end), "digests": f"dedup_{ci:05d}.bin"}
+            for split in ("train", "val"):
+                if pending[split]:
+                    futs[split].append(pool.submit(_tokenize_docs, tok, pending[split], eot, num_threads))
+                    pending[split] = []
+                w = ShardWriter(out, f"{split}_c{ci:05d}", tok.n_vocab, tok_hash, shard_tokens=cfg.shard_tokens)
+                n_tok = 0
+                for fut in futs[split]:
+                    ids = fut.result()
+                    w.add(ids)
+                    n_tok += ids.size
+                paths = w.close()
+                record[split] = {"shards": [p.name for p in paths], "tokens": n_tok, "docs": n_docs[split]}
+            with atomic_write(out / record["digests"], "wb") as f:
+                f.write(b"".join(digests))
+            s = asdict(cstats)
+            record["stats"] = s
+            for k, v in s.items():
+                setattr(stats, k, getattr(stats, k) + v) if k != "bad" else stats.bad.extend(v)
+            state["chunks"].append(record)
+            _write_json(out / PROGRESS, state)
+            chunks_done_now += 1
+            pos = tuple(end)
+            if progress:
+                done = sum(s["bytes"] for s in fingerprint["sources"][:pos[0]]) + (pos[1] if pos[0] < len(sources) else 0)
+                el = time.perf_counter() - t0
+                print(f"\rprepare: {done / 1e6:8.1f} / {total_bytes / 1e6:.1f} MB  {stats.docs} docs  "
+                      f"{stats.bytes_in / 1e6 / max(el, 1e-9):6.1f} MB/s", end="", file=sys.stderr, flush=True)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     if progress:
         print(file=sys.stderr)
 
