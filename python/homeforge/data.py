@@ -300,6 +300,10 @@ def _load_tokenizer(tokenizer: Any) -> Any:
     if isinstance(tokenizer, (str, os.PathLike)):
         from .tokenizer import Tokenizer
 
+        if not Path(tokenizer).is_file():
+            raise FileNotFoundError(f"tokenizer not found: {tokenizer}")
+        if str(tokenizer).endswith(".json"):  # a Hugging Face tokenizer.json
+            return Tokenizer.from_hf(tokenizer)
         return Tokenizer.load(tokenizer)
     return tokenizer
 
