@@ -33,7 +33,7 @@ bool same_shape(const py::array& a, const py::array& b) {
 class PyPlan {
  public:
   PyPlan(const std::string& algo, const py::list& params, const py::list& groups, const py::object& m,
-         const py::object& v, const py::object& master, const py::array_t<int64_t>& steps, uint64_t index_base) {
+         const py::object& v, const py::object& master, py::array_t<int64_t> steps, uint64_t index_base) {
     if (algo == "adamw") algo_ = Algo::adamw;
     else if (algo == "lion") algo_ = Algo::lion;
     else if (algo == "sgd") algo_ = Algo::sgd;
@@ -154,7 +154,7 @@ Registration reg("optim", 50, [](py::module_& m) {
   py::class_<PyPlan>(m, "_OptimPlan",
                      "Segment table of a fused optimizer (used by homeforge.optim; not a public API).")
       .def(py::init<const std::string&, const py::list&, const py::list&, const py::object&, const py::object&,
-                    const py::object&, const py::array_t<int64_t>&, uint64_t>(),
+                    const py::object&, py::array_t<int64_t>, uint64_t>(),
            py::arg("algo"), py::arg("params"), py::arg("groups"), py::arg("exp_avg"), py::arg("exp_avg_sq"),
            py::arg("master"), py::arg("steps"), py::arg("index_base") = 0)
       .def("set_grads", &PyPlan::set_grads, py::arg("grads"))
