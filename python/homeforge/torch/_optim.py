@@ -129,7 +129,9 @@ class _FusedTorchOptimizer(torch.optim.Optimizer):
     # ---- torch.optim.Optimizer API --------------------------------------------------------------
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
-        self._plan = None  # the loaded tensors are copied into fresh flat buffers at the next step
+        # Copy the loaded tensors into fresh flat buffers now: torch's loader may hand us the very
+        # tensors of another optimizer, which must not be read later after that one has moved on.
+        self._build()
         self.step_count = int(state_dict.get("homeforge_step_count", self.step_count))
 
     def state_dict(self) -> dict[str, Any]:
