@@ -464,3 +464,19 @@ def test_bad_input_names_the_problem():
         opt.step()
     with pytest.raises(TypeError, match="numpy array"):
         AdamW([[1.0, 2.0]], [[1.0, 2.0]])
+
+
+def test_norm_pass_and_fused_norm_agree_bitwise(rng, restore_threads):
+    """The standalone norm pass (parallel_reduce_deterministic) and the norm accumulated inside the
+    update pass use the same 16 float64 lanes per chunk and the same combine tree."""
+    sizes = [70_000, 3, 16_384, 999, 40_000]
+    ps = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+    gs = [rng.standard_normal(n).astype(np.float32) for n in sizes]
+    for threads in (1, 2):
+        homeforge.set_num_threads(threads)
+        opt = AdamW([p.copy() for p in ps], gs)
+        pre = math.sqrt(opt.grad_sq_norm())
+        assert opt.step(skip_nonfinite=False).grad_norm == pre  # fused accumulation
+        assert opt.step().grad_norm == pre  # separate norm pass
+    exact = math.sqrt(math.fsum(float(x) * float(x) for g in gs for x in g.astype(np.float64)))
+    assert pre == pytest.approx(exact, rel=1e-13)

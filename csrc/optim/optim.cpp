@@ -117,47 +117,47 @@ Plan::Plan(Algo algo, bool bf16, std::vector<Segment> segs, uint64_t index_base)
   }
 }
 
-// Calls piece(seg_index, Piece, acc16) for every piece of every chunk inside one parallel region;
-// returns the deterministic sum of the chunks' 16 lanes when `want`.
+// Calls piece(seg_index, Piece, acc16) for every piece of chunk c (the segments it overlaps,
+// split where the global element index crosses a multiple of 2^32), then folds acc16 to one sum.
 template <class F>
-double Plan::over_chunks(bool want, F&& piece) const {
-  const int64_t nc = num_chunks();
-  if (nc == 0) return 0.0;
-  std::vector<double> partial(want ? nc : 0);
-  parallel_for(0, nc, 1, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) {
-      alignas(64) double acc[16] = {0};
-      const int64_t lo = c * kChunk, hi = std::min(lo + kChunk, total_);
-      for (size_t s = size_t(chunk_first_[c]); s < segs_.size() && starts_[s] < hi; ++s) {
-        const Segment& sg = segs_[s];
-        const int64_t a = std::max(lo, starts_[s]), b = std::min(hi, starts_[s + 1]);
-        if (b <= a || sg.grad == nullptr) continue;
-        int64_t off = a - starts_[s];
-        int64_t left = b - a;
-        while (left > 0) {  // split where the global index crosses a multiple of 2^32
-          const uint64_t idx = index_base_ + uint64_t(starts_[s] + off);
-          const uint64_t room = (uint64_t(1) << 32) - (idx & 0xffffffffu);
-          const int64_t len = int64_t(std::min<uint64_t>(uint64_t(left), room));
-          const size_t es = bf16_ ? 2 : 4;
-          Piece pc{static_cast<char*>(sg.param) + off * es, static_cast<const char*>(sg.grad) + off * es,
-                   sg.master ? sg.master + off : nullptr, sg.m ? sg.m + off : nullptr, sg.v ? sg.v + off : nullptr,
-                   len, idx};
-          piece(s, pc, want ? acc : nullptr);
-          off += len;
-          left -= len;
-        }
-      }
-      if (want) partial[c] = fold16(acc);
+double Plan::walk_chunk(int64_t c, F&& piece, bool want) const {
+  alignas(64) double acc[16] = {0};
+  const int64_t lo = c * kChunk, hi = std::min(lo + kChunk, total_);
+  const size_t es = bf16_ ? 2 : 4;
+  for (size_t s = size_t(chunk_first_[c]); s < segs_.size() && starts_[s] < hi; ++s) {
+    const Segment& sg = segs_[s];
+    const int64_t a = std::max(lo, starts_[s]), b = std::min(hi, starts_[s + 1]);
+    if (b <= a || sg.grad == nullptr) continue;
+    int64_t off = a - starts_[s];
+    int64_t left = b - a;
+    while (left > 0) {
+      const uint64_t idx = index_base_ + uint64_t(starts_[s] + off);
+      const uint64_t room = (uint64_t(1) << 32) - (idx & 0xffffffffu);
+      const int64_t len = int64_t(std::min<uint64_t>(uint64_t(left), room));
+      Piece pc{static_cast<char*>(sg.param) + off * es, static_cast<const char*>(sg.grad) + off * es,
+               sg.master ? sg.master + off : nullptr, sg.m ? sg.m + off : nullptr, sg.v ? sg.v + off : nullptr,
+               len, idx};
+      piece(s, pc, want ? acc : nullptr);
+      off += len;
+      left -= len;
     }
-  });
-  return want ? tree_sum(partial, 0, nc) : 0.0;
+  }
+  return want ? fold16(acc) : 0.0;
 }
 
 double Plan::grad_sumsq() const {
   const SumsqPieceFn fn = pick_sumsq();
   const bool bf = bf16_;
-  // The norm pass reads only the gradient: 4 (or 2) bytes per element.
-  return over_chunks(true, [&](size_t, const Piece& pc, double* acc) { fn(pc.g, bf, pc.n, acc); });
+  // Reads only the gradient (4 or 2 bytes per element). Grain 1 over chunks: the leaves of the
+  // fixed tree are single chunks, so the sum is the same for any thread count.
+  auto leaf = [&](int64_t c0, int64_t c1) {
+    double s = 0.0;
+    for (int64_t c = c0; c < c1; ++c)
+      s += walk_chunk(c, [&](size_t, const Piece& pc, double* acc) { fn(pc.g, bf, pc.n, acc); }, true);
+    return s;
+  };
+  return parallel_reduce_deterministic(int64_t(0), num_chunks(), int64_t(1), 0.0, leaf,
+                                       [](double x, double y) { return x + y; });
 }
 
 double Plan::step(const std::vector<Hyper>& hypers, const StepConfig& cfg_in, bool want_sumsq) {
@@ -175,8 +175,18 @@ double Plan::step(const std::vector<Hyper>& hypers, const StepConfig& cfg_in, bo
     coefs[i] = make_coef(algo_, hypers[size_t(sg.group)], *sg.step + 1);
   }
   const StepPieceFn fn = pick_step();
-  const double sumsq =
-      over_chunks(want_sumsq, [&](size_t s, const Piece& pc, double* acc) { fn(cfg, coefs[s], pc, acc); });
+  // ONE parallel region for every segment. When asked, each chunk's gradient squares (the same
+  // 16 lanes as grad_sumsq) are kept and summed afterwards in grad_sumsq's tree: bitwise equal.
+  const int64_t nc = num_chunks();
+  std::vector<double> partial(want_sumsq ? nc : 0);
+  parallel_for(0, nc, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      const double s = walk_chunk(c, [&](size_t i, const Piece& pc, double* acc) { fn(cfg, coefs[i], pc, acc); },
+                                  want_sumsq);
+      if (want_sumsq) partial[c] = s;
+    }
+  });
+  const double sumsq = want_sumsq && nc > 0 ? tree_sum(partial, 0, nc) : 0.0;
   for (auto& sg : segs_)
     if (sg.grad != nullptr) ++*sg.step;
   return sumsq;

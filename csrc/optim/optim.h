@@ -113,7 +113,7 @@ class Plan {
 
  private:
   template <class F>
-  double over_chunks(bool want, F&& piece) const;
+  double walk_chunk(int64_t c, F&& piece, bool want) const;
   Algo algo_;
   bool bf16_;
   std::vector<Segment> segs_;
