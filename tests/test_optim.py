@@ -480,3 +480,28 @@ def test_norm_pass_and_fused_norm_agree_bitwise(rng, restore_threads):
         assert opt.step().grad_norm == pre  # separate norm pass
     exact = math.sqrt(math.fsum(float(x) * float(x) for g in gs for x in g.astype(np.float64)))
     assert pre == pytest.approx(exact, rel=1e-13)
+
+
+def test_stochastic_rounding_counter_across_2_32_boundary():
+    """The rounding noise of element i is hash(i, seed, step) for the GLOBAL index i, also where a
+    piece crosses a multiple of 2^32 (the plan splits it there); checked element by element."""
+    h = _core._optim_hash32
+    n, base = 1000, 2**32 - 300
+    rng = np.random.default_rng(9)
+    p = rng.standard_normal(n).astype(BF16).view(np.uint16)
+    g = rng.standard_normal(n).astype(BF16).view(np.uint16)
+    master = p.view(BF16).astype(np.float32)
+    m = np.zeros(n, np.float32)
+    steps = np.zeros(1, np.int64)
+    plan = _core._OptimPlan("sgd", [p], [0], m, None, master, steps, base)
+    plan.set_grads([g])
+    key = 0x1234567
+    expect_master = master + np.float32(-0.1) * g.view(BF16).astype(np.float32)
+    plan.step([(0.1, 0.0, 0.0, 0.0, 0.0, False)], 1.0, True, key, False)
+    assert np.array_equal(master, expect_master) and steps[0] == 1
+    bits = expect_master.view(np.uint32)
+    for i in range(n):
+        idx = base + i
+        k2 = h((((idx >> 32) * 0x9E3779B9) & 0xFFFFFFFF) ^ key)
+        r = h((idx & 0xFFFFFFFF) ^ k2)
+        assert p[i] == (int(bits[i]) + (r & 0xFFFF)) >> 16, i
