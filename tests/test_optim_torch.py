@@ -144,3 +144,14 @@ def test_bad_input():
 def test_import_homeforge_does_not_import_torch():
     code = "import sys, homeforge, homeforge.optim; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_replaced_param_data_is_followed():
+    p = torch.nn.Parameter(torch.ones(5))
+    opt = ht.SGD([p], lr=0.5, momentum=0.9)
+    p.grad = torch.ones(5)
+    opt.step()
+    p.data = torch.full((5,), 10.0)  # a new storage under the same Parameter
+    p.grad = torch.ones(5)
+    opt.step()  # buf = 0.9 * 1 + 1 = 1.9
+    assert torch.allclose(p.detach(), torch.full((5,), 10.0 - 0.5 * 1.9))

@@ -65,8 +65,10 @@ class _FusedTorchOptimizer(torch.optim.Optimizer):
     def _params(self) -> list[torch.Tensor]:
         return [p for g in self.param_groups for p in g["params"]]
 
-    def _signature(self) -> tuple[Any, ...]:
-        return tuple((id(p), p.data_ptr()) for p in self._params())
+    def _signature(self) -> list[int]:
+        # Identity of the parameter list (ids only: cheap for 10,000 params). A parameter whose
+        # .data is replaced by a new tensor object keeps its id; call _build() after doing that.
+        return list(map(id, self._params()))
 
     def _build(self) -> None:
         """(Re)build the flat buffers and the segment table; existing per-param state is copied in."""
@@ -104,7 +106,10 @@ class _FusedTorchOptimizer(torch.optim.Optimizer):
             self._install_state(i, p)
         self._steps_f32[:] = self._steps
         self._plan = _core._OptimPlan(self._algo, views, group_of, self._m, self._v, self._master, self._steps, 0)
-        self._grad_cache: list[tuple[Any, Any]] = [(None, None)] * len(params)
+        self._grad_cache: list[Any] = [None] * len(params)
+        self._grad_views: list[Any] = [None] * len(params)
+        self._initialized = [bool(x) for x in self._steps]
+        self._ptrs = [p.data_ptr() for p in params]
         self._sig = self._signature()
 
     def _buffers(self) -> list[tuple[str, np.ndarray]]:
@@ -150,29 +155,39 @@ class _FusedTorchOptimizer(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self._step(max_grad_norm, grad_scale, grad_norm, skip_nonfinite)
+        return loss
+
+    def _step(self, max_grad_norm: float | None, grad_scale: float, grad_norm: float | None,
+              skip_nonfinite: bool) -> None:
         if self._plan is None or self._sig != self._signature():
             self._build()
         params = self._params()
-        grads: list[Any] = []
-        cache = self._grad_cache
+        cache, views, init = self._grad_cache, self._grad_views, self._initialized
         fresh: list[int] = []
-        for i, p in enumerate(params):
-            g = p.grad
+        any_grad = False
+        for i, g in enumerate([p.grad for p in params]):
             if g is None:
-                grads.append(None)
+                views[i] = None
                 continue
-            c = cache[i]
-            if c[0] is not g:
+            any_grad = True
+            if cache[i] is not g:  # a new grad tensor (zero_grad(set_to_none=True) makes one each step)
+                p = params[i]
+                if p.data_ptr() != self._ptrs[i]:  # p.data was replaced: re-point the plan, keep the state
+                    self._build()
+                    return self._step(max_grad_norm, grad_scale, grad_norm, skip_nonfinite)
                 if g.dtype != p.dtype or g.shape != p.shape:
                     raise ValueError(f"param {i}: grad has dtype {g.dtype} shape {tuple(g.shape)}, "
                                      f"param has {p.dtype} {tuple(p.shape)}")
-                c = (g, _np_view(g, f"grad of param {i}"))
-                cache[i] = c
-            grads.append(c[1])
-            if self._steps[i] == 0:
+                views[i] = _np_view(g, f"grad of param {i}")
+                cache[i] = g
+            elif views[i] is None:
+                views[i] = _np_view(g, f"grad of param {i}")
+            if not init[i]:
                 fresh.append(i)
-        if all(g is None for g in grads):
-            return loss
+        if not any_grad:
+            return
+        grads = views
         self._plan.set_grads(grads)
         hypers = [self._hyper(g, i) for i, g in enumerate(self.param_groups)]
         mgn = _check_max_norm(max_grad_norm) if max_grad_norm is not None else None
@@ -184,7 +199,7 @@ class _FusedTorchOptimizer(torch.optim.Optimizer):
             np.copyto(self._steps_f32, self._steps, casting="unsafe")
             for i in fresh:
                 self._install_state(i, params[i])
-        return loss
+                init[i] = True
 
     def _hyper(self, g: dict[str, Any], i: int) -> tuple[float, float, float, float, float, bool]:
         for key, bad in (("amsgrad", True), ("maximize", True), ("capturable", True), ("differentiable", True)):
