@@ -505,3 +505,13 @@ def test_stochastic_rounding_counter_across_2_32_boundary():
         k2 = h((((idx >> 32) * 0x9E3779B9) & 0xFFFFFFFF) ^ key)
         r = h((idx & 0xFFFFFFFF) ^ k2)
         assert p[i] == (int(bits[i]) + (r & 0xFFFF)) >> 16, i
+
+
+def test_sgd_without_momentum_keeps_no_buffer():
+    p, g = np.ones(10, np.float32), np.ones(10, np.float32)
+    opt = SGD(p, g, lr=0.1)
+    assert "exp_avg" not in opt.state_dict()["state"]
+    opt.step()
+    opt.param_groups[0]["momentum"] = 0.9  # turning momentum on later needs a new optimizer
+    with pytest.raises(ValueError, match="without a momentum buffer"):
+        opt.step()

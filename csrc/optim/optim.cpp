@@ -173,6 +173,9 @@ double Plan::step(const std::vector<Hyper>& hypers, const StepConfig& cfg_in, bo
              "segment " << i << " names group " << sg.group << " but there are " << hypers.size() << " groups");
     HF_CHECK(sg.step != nullptr, ValueError, "segment " << i << " has no step counter");
     coefs[i] = make_coef(algo_, hypers[size_t(sg.group)], *sg.step + 1);
+    HF_CHECK(!coefs[i].momentum || sg.m != nullptr, ValueError,
+             "group " << sg.group << " uses momentum but this optimizer was built without a momentum buffer "
+                      "(momentum was 0 in every group at construction)");
   }
   const StepPieceFn fn = pick_step();
   // ONE parallel region for every segment. When asked, each chunk's gradient squares (the same

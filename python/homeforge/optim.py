@@ -212,7 +212,10 @@ class _FusedOptimizer:
 
     # ---- construction helpers -----------------------------------------------------------------
     def _needs_m(self) -> bool:
-        return True
+        if self._algo != "sgd":
+            return True
+        # SGD keeps a momentum buffer only if some group uses momentum (4 bytes/param otherwise wasted)
+        return any(g["momentum"] != 0 for g in self.param_groups)
 
     def _parse(self, params: Any, grads: Any) -> list[dict[str, Any]]:
         if isinstance(params, np.ndarray):
