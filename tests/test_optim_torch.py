@@ -35,11 +35,13 @@ def _train(m, opt, sched, steps, x, y):
             sched.step()
 
 
-def _close(a: torch.nn.Module, b: torch.nn.Module, ulps: int = 8) -> None:
+def _close(a: torch.nn.Module, b: torch.nn.Module, rel: float = 1e-5) -> None:
+    """Training loops feed each step's last-ulp differences back through the gradients (and torch's
+    GEMMs may change summation order from run to run), so compare at 1e-5 of each tensor's scale;
+    the few-ulp comparisons on fixed gradients are in test_optim.py."""
     for (n, p), q in zip(a.named_parameters(), b.parameters()):
         p, q = p.detach().numpy(), q.detach().numpy()
-        tol = ulps * np.spacing(np.float32(np.abs(q).max()))
-        assert np.abs(p - q).max() <= tol, n
+        assert np.abs(p - q).max() <= rel * max(float(np.abs(q).max()), 1e-3), n
 
 
 @pytest.mark.parametrize("ours_cls,ref_cls,kw", [
