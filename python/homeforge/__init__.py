@@ -13,6 +13,7 @@ from .runtime import get_num_threads, runtime_info, set_num_threads
 from .config import RunConfig
 from .data import TokenLoader
 from .trainer import Trainer
+from . import optim
 
 __version__: str = _core.__version__
 
@@ -24,4 +25,5 @@ __all__ = [
     "RunConfig",
     "TokenLoader",
     "Trainer",
+    "optim",
 ]
