@@ -201,3 +201,12 @@ def test_bad_runs_raise_clear_errors(prepared, tmp_path):
     other = Tokenizer.train(["completely different text " * 20], 300, special_tokens=(EOT,), min_frequency=1)
     with pytest.raises(ValueError, match="tokenizer does not match"):
         Trainer(_cfg(data_dir, tmp_path / "x"), tokenizer=other)
+
+
+def test_tensorboard_event_files(prepared, tmp_path):
+    pytest.importorskip("tensorboard", reason="tensorboard (the optional extra homeforge[tensorboard]) is not installed")
+    data_dir, tok = prepared
+    tr = Trainer(_cfg(data_dir, tmp_path / "tb", train__steps=3, train__tensorboard=True), tokenizer=tok, log=lambda s: None)
+    tr.fit()
+    events = list((tmp_path / "tb" / "tb").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
