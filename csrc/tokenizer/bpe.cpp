@@ -1,0 +1,348 @@
+/*
+ * bpe.cpp: vocabulary construction, the merge loops, the encode driver with its per-thread piece
+ * cache, special-token search and decoding. See bpe.h for the algorithm and why.
+ */
+#include "tokenizer/bpe.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstring>
+#include <memory>
+#include <queue>
+
+#include "runtime/errors.h"
+
+namespace hf::tok {
+
+namespace {
+
+std::atomic<uint32_t> g_next_owner{1};
+
+// Direct-mapped per-thread cache of piece -> tokens for pieces that needed merging.
+constexpr size_t kCacheMaxLen = 30;
+constexpr size_t kCacheMaxToks = 7;
+constexpr size_t kCacheSlots = 4096;
+struct CacheEntry {
+  uint64_t hash;
+  uint32_t owner;  // 0 = empty
+  uint8_t len, ntok;
+  uint8_t bytes[kCacheMaxLen];
+  uint32_t toks[kCacheMaxToks];
+};
+
+CacheEntry* thread_cache() {
+  thread_local std::unique_ptr<CacheEntry[]> cache;
+  if (!cache) {
+    cache.reset(new CacheEntry[kCacheSlots]);
+    for (size_t i = 0; i < kCacheSlots; ++i) cache[i].owner = 0;
+  }
+  return cache.get();
+}
+
+struct VecSink {
+  std::vector<uint32_t>& v;
+  void push(uint32_t t) { v.push_back(t); }
+  void append(const uint32_t* t, size_t k) { v.insert(v.end(), t, t + k); }
+};
+struct CountSink {
+  size_t n = 0;
+  void push(uint32_t) { ++n; }
+  void append(const uint32_t*, size_t k) { n += k; }
+};
+
+}  // namespace
+
+Bpe::Bpe(std::vector<std::pair<std::string, uint32_t>> ranks, Pattern pattern,
+         std::vector<std::pair<std::string, uint32_t>> specials)
+    : pattern_(pattern), owner_(g_next_owner.fetch_add(1)) {
+  HF_CHECK(!ranks.empty(), ValueError, "mergeable_ranks is empty");
+  uint32_t max_id = 0;
+  for (auto& [b, r] : ranks) {
+    HF_CHECK(!b.empty(), ValueError, "mergeable_ranks has an empty token (rank " << r << ")");
+    HF_CHECK(r <= kMaxTokenId, ValueError, "rank " << r << " is too large (ids must be < " << (kMaxTokenId + 1) << ")");
+    max_id = std::max(max_id, r);
+  }
+  for (auto& [t, id] : specials) {
+    HF_CHECK(!t.empty(), ValueError, "special token text must not be empty (id " << id << ")");
+    HF_CHECK(id <= kMaxTokenId, ValueError, "special token id " << id << " is too large (ids must be < " << (kMaxTokenId + 1) << ")");
+    max_id = std::max(max_id, id);
+  }
+  n_vocab_ = max_id + 1;
+  dec_off_.assign(n_vocab_, 0);
+  dec_len_.assign(n_vocab_, kNoToken);
+  encoder_.reserve(ranks.size());
+  for (auto& [b, r] : ranks) {
+    HF_CHECK(dec_len_[r] == kNoToken, ValueError, "rank " << r << " is used by two tokens");
+    auto ins = encoder_.insert(b, r);
+    HF_CHECK(ins.second, ValueError, "mergeable_ranks has the same bytes twice (ranks " << *ins.first << " and " << r << ")");
+    dec_off_[r] = (uint32_t)dec_arena_.size();
+    HF_CHECK(dec_arena_.size() + b.size() < 0xFFFFFFF0ull, ValueError, "vocabulary bytes exceed 4 GiB");
+    dec_len_[r] = (uint32_t)b.size();
+    dec_arena_ += b;
+  }
+  for (int c = 0; c < 256; ++c) {
+    const uint8_t byte = (uint8_t)c;
+    const uint32_t* r = encoder_.find(&byte, 1, hash_bytes(&byte, 1));
+    HF_CHECK(r, ValueError, "mergeable_ranks lacks the single byte 0x" << std::hex << c
+                                << " (byte-level BPE needs all 256 single bytes)");
+    byte_rank_[c] = *r;
+  }
+  for (auto& [t, id] : specials) {
+    HF_CHECK(dec_len_[id] == kNoToken, ValueError, "special token " << t << " has id " << id << ", which is already used");
+    for (auto& s : special_text_) HF_CHECK(s != t, ValueError, "special token " << t << " is given twice");
+    dec_off_[id] = (uint32_t)dec_arena_.size();
+    dec_len_[id] = (uint32_t)t.size();
+    dec_arena_ += t;
+    special_text_.push_back(t);
+    special_id_.push_back(id);
+    special_first_byte_[(uint8_t)t[0]] = true;
+  }
+  // Every split point of every token: (prefix id, suffix id) -> token id.
+  for (size_t idx = 0; idx < encoder_.size(); ++idx) {
+    std::string_view k = encoder_.key(idx);
+    const auto* p = (const uint8_t*)k.data();
+    for (size_t s = 1; s < k.size(); ++s) {
+      const uint32_t* a = encoder_.find(p, s, hash_bytes(p, s));
+      if (!a) continue;
+      const uint32_t* b = encoder_.find(p + s, k.size() - s, hash_bytes(p + s, k.size() - s));
+      if (b) pairs_.set(*a, *b, encoder_.value(idx));
+    }
+  }
+}
+
+std::vector<std::pair<std::string, uint32_t>> Bpe::ranks() const {
+  std::vector<std::pair<std::string, uint32_t>> out;
+  out.reserve(encoder_.size());
+  for (size_t i = 0; i < encoder_.size(); ++i) out.emplace_back(std::string(encoder_.key(i)), encoder_.value(i));
+  std::sort(out.begin(), out.end(), [](auto& a, auto& b) { return a.second < b.second; });
+  return out;
+}
+
+int64_t Bpe::rank_of(std::string_view bytes) const {
+  const uint32_t* r = encoder_.find(bytes);
+  return r ? (int64_t)*r : -1;
+}
+
+std::string_view Bpe::token_bytes(uint32_t id) const {
+  HF_CHECK(valid_id(id), ValueError, "token id " << id << " is not in the vocabulary (n_vocab " << n_vocab_ << ")");
+  return {dec_arena_.data() + dec_off_[id], dec_len_[id]};
+}
+
+// ---- merging --------------------------------------------------------------------------------
+
+// Array version: toks[0, m) are the current parts; rk[k] the rank of merging parts k and k+1.
+void Bpe::merge_small(const uint8_t* p, size_t n, uint32_t max_rank, uint32_t* toks, size_t* m_out) const {
+  uint32_t rk[128];
+  size_t m = n;
+  for (size_t k = 0; k < n; ++k) toks[k] = byte_rank_[p[k]];
+  auto pr = [&](uint32_t a, uint32_t b) {
+    const uint32_t r = pairs_.get(a, b);
+    return r < max_rank ? r : PairMap::kNone;
+  };
+  for (size_t k = 0; k + 1 < m; ++k) rk[k] = pr(toks[k], toks[k + 1]);
+  while (m > 1) {
+    uint32_t best = PairMap::kNone;
+    size_t at = 0;
+    for (size_t k = 0; k + 1 < m; ++k)
+      if (rk[k] < best) { best = rk[k]; at = k; }
+    if (best == PairMap::kNone) break;
+    toks[at] = best;
+    // Remove part at+1 and pair rank at (the pair that was just merged).
+    std::memmove(toks + at + 1, toks + at + 2, (m - at - 2) * sizeof(uint32_t));
+    if (at + 1 < m - 1) std::memmove(rk + at, rk + at + 1, (m - at - 2) * sizeof(uint32_t));
+    --m;
+    if (at + 1 < m) rk[at] = pr(toks[at], toks[at + 1]);
+    if (at > 0) rk[at - 1] = pr(toks[at - 1], toks[at]);
+  }
+  *m_out = m;
+}
+
+// Heap version for long pieces: O(m log m). Heap keys are (rank << 32 | position), so the heap
+// pops the lowest rank and, among equal ranks, the leftmost pair: exactly the order of the
+// array scan. Entries go stale when a neighbour merges; a popped entry is used only if its
+// rank still equals the current rank of the pair at that position (ranks are unique per byte
+// string, and a changed pair spans different bytes, so equal rank means the same pair).
+void Bpe::merge_heap(const uint8_t* p, size_t n, uint32_t max_rank, std::vector<uint32_t>& out) const {
+  std::vector<uint32_t> tok(n), cur(n);
+  std::vector<int32_t> next(n), prev(n);
+  std::vector<uint64_t> heap;
+  heap.reserve(n);
+  auto pr = [&](uint32_t a, uint32_t b) {
+    const uint32_t r = pairs_.get(a, b);
+    return r < max_rank ? r : PairMap::kNone;
+  };
+  for (size_t k = 0; k < n; ++k) {
+    tok[k] = byte_rank_[p[k]];
+    next[k] = k + 1 < n ? (int32_t)(k + 1) : -1;
+    prev[k] = (int32_t)k - 1;
+  }
+  for (size_t k = 0; k < n; ++k) {
+    cur[k] = k + 1 < n ? pr(tok[k], tok[k + 1]) : PairMap::kNone;
+    if (cur[k] != PairMap::kNone) heap.push_back(((uint64_t)cur[k] << 32) | k);
+  }
+  std::make_heap(heap.begin(), heap.end(), std::greater<uint64_t>());
+  while (!heap.empty()) {
+    std::pop_heap(heap.begin(), heap.end(), std::greater<uint64_t>());
+    const uint64_t top = heap.back();
+    heap.pop_back();
+    const uint32_t r = (uint32_t)(top >> 32);
+    const uint32_t i = (uint32_t)top;
+    if (cur[i] != r) continue;  // stale (or merged away: cur of a dead node is kNone)
+    const int32_t j = next[i];
+    tok[i] = r;
+    next[i] = next[j];
+    if (next[j] >= 0) prev[next[j]] = (int32_t)i;
+    cur[j] = PairMap::kNone;
+    cur[i] = next[i] >= 0 ? pr(tok[i], tok[next[i]]) : PairMap::kNone;
+    if (cur[i] != PairMap::kNone) {
+      heap.push_back(((uint64_t)cur[i] << 32) | i);
+      std::push_heap(heap.begin(), heap.end(), std::greater<uint64_t>());
+    }
+    if (prev[i] >= 0) {
+      const int32_t h = prev[i];
+      cur[h] = pr(tok[h], tok[i]);
+      if (cur[h] != PairMap::kNone) {
+        heap.push_back(((uint64_t)cur[h] << 32) | (uint32_t)h);
+        std::push_heap(heap.begin(), heap.end(), std::greater<uint64_t>());
+      }
+    }
+  }
+  for (int32_t k = 0; k >= 0; k = next[k]) out.push_back(tok[k]);
+}
+
+void Bpe::merge_below(const uint8_t* p, size_t n, uint32_t max_rank, std::vector<uint32_t>& out) const {
+  if (n == 0) return;
+  if (n <= 128) {
+    uint32_t toks[128];
+    size_t m;
+    merge_small(p, n, max_rank, toks, &m);
+    out.insert(out.end(), toks, toks + m);
+  } else {
+    merge_heap(p, n, max_rank, out);
+  }
+}
+
+template <class Sink>
+inline void Bpe::piece_tokens(const uint8_t* p, size_t n, Sink& sink) const {
+  if (n == 1) { sink.push(byte_rank_[p[0]]); return; }
+  const uint64_t h = hash_bytes(p, n);
+  if (const uint32_t* r = encoder_.find(p, n, h)) { sink.push(*r); return; }
+  if (n <= kCacheMaxLen) {
+    CacheEntry& e = thread_cache()[(h >> 20) & (kCacheSlots - 1)];
+    if (e.owner == owner_ && e.hash == h && e.len == n && std::memcmp(e.bytes, p, n) == 0) {
+      sink.append(e.toks, e.ntok);
+      return;
+    }
+    uint32_t toks[128];
+    size_t m;
+    merge_small(p, n, PairMap::kNone, toks, &m);
+    sink.append(toks, m);
+    if (m <= kCacheMaxToks) {
+      e.owner = owner_;
+      e.hash = h;
+      e.len = (uint8_t)n;
+      e.ntok = (uint8_t)m;
+      std::memcpy(e.bytes, p, n);
+      std::memcpy(e.toks, toks, m * sizeof(uint32_t));
+    }
+    return;
+  }
+  if (n <= 128) {
+    uint32_t toks[128];
+    size_t m;
+    merge_small(p, n, PairMap::kNone, toks, &m);
+    sink.append(toks, m);
+    return;
+  }
+  std::vector<uint32_t> tmp;
+  merge_heap(p, n, PairMap::kNone, tmp);
+  sink.append(tmp.data(), tmp.size());
+}
+
+template <Pattern P, class Sink>
+void Bpe::encode_span(const uint8_t* s, size_t n, Sink& sink) const {
+  for_each_piece<P>(s, n, [&](size_t b, size_t e) { piece_tokens(s + b, e - b, sink); });
+}
+
+template <class Sink>
+void Bpe::encode_span_any(const uint8_t* s, size_t n, Sink& sink) const {
+  switch (pattern_) {
+    case Pattern::gpt2: encode_span<Pattern::gpt2>(s, n, sink); break;
+    case Pattern::cl100k: encode_span<Pattern::cl100k>(s, n, sink); break;
+    case Pattern::o200k: encode_span<Pattern::o200k>(s, n, sink); break;
+    default: HF_THROW(ValueError, "this tokenizer uses a custom regex: its text must be split into pieces first");
+  }
+}
+
+void Bpe::encode_ordinary(const uint8_t* s, size_t n, std::vector<uint32_t>& out) const {
+  VecSink sink{out};
+  encode_span_any(s, n, sink);
+}
+
+size_t Bpe::count_ordinary(const uint8_t* s, size_t n) const {
+  CountSink sink;
+  encode_span_any(s, n, sink);
+  return sink.n;
+}
+
+void Bpe::encode_piece(const uint8_t* p, size_t n, std::vector<uint32_t>& out) const {
+  VecSink sink{out};
+  if (n) piece_tokens(p, n, sink);
+}
+
+int Bpe::find_special(const uint8_t* s, size_t n, size_t from, const std::vector<uint8_t>& mask, size_t* pos) const {
+  bool any = false;
+  for (size_t k = 0; k < special_text_.size(); ++k) any |= k < mask.size() && mask[k];
+  if (!any) return -1;
+  for (size_t i = from; i < n; ++i) {
+    if (!special_first_byte_[s[i]]) continue;
+    int best = -1;
+    size_t best_len = 0;
+    for (size_t k = 0; k < special_text_.size(); ++k) {
+      if (!mask[k]) continue;
+      const std::string& t = special_text_[k];
+      if (t.size() > best_len && t.size() <= n - i && std::memcmp(s + i, t.data(), t.size()) == 0) {
+        best = (int)k;
+        best_len = t.size();
+      }
+    }
+    if (best >= 0) {
+      *pos = i;
+      return best;
+    }
+  }
+  return -1;
+}
+
+void Bpe::encode(const uint8_t* s, size_t n, const std::vector<uint8_t>& allowed, std::vector<uint32_t>& out) const {
+  size_t start = 0;
+  for (;;) {
+    size_t pos = 0;
+    const int k = find_special(s, n, start, allowed, &pos);
+    if (k < 0) {
+      encode_ordinary(s + start, n - start, out);
+      return;
+    }
+    encode_ordinary(s + start, pos - start, out);
+    out.push_back(special_id_[k]);
+    start = pos + special_text_[k].size();
+  }
+}
+
+void Bpe::decode(const uint32_t* ids, size_t n, std::string& out) const {
+  size_t total = 0;
+  for (size_t i = 0; i < n; ++i) {
+    HF_CHECK(valid_id(ids[i]), ValueError,
+             "token id " << ids[i] << " at position " << i << " is not in the vocabulary (n_vocab " << n_vocab_ << ")");
+    total += dec_len_[ids[i]];
+  }
+  const size_t base = out.size();
+  out.resize(base + total);
+  char* w = out.data() + base;
+  for (size_t i = 0; i < n; ++i) {
+    std::memcpy(w, dec_arena_.data() + dec_off_[ids[i]], dec_len_[ids[i]]);
+    w += dec_len_[ids[i]];
+  }
+}
+
+}  // namespace hf::tok

@@ -1,0 +1,198 @@
+/*
+ * hashmaps.h: the two flat hash tables of the tokenizer.
+ *
+ *   BytesMap<V>  byte string -> V (vocabulary lookups, pre-token counting). Keys live in one
+ *                arena; a slot is 16 bytes {tag, value/index, offset, length}; linear probing at
+ *                load <= 1/2, so a hit is usually one cache line plus one memcmp.
+ *   PairMap      (uint32 left, uint32 right) -> uint32 (the merged token), open addressing on a
+ *                64-bit key.
+ * std::unordered_map costs a heap node and a pointer chase per entry; these are 3-5x faster on
+ * the encode path, which does one BytesMap probe per piece and one PairMap probe per merge step.
+ */
+#pragma once
+#include <cstdint>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace hf::tok {
+
+// Fast hash of a short byte string (overlapping loads; the length is mixed in).
+inline uint64_t hash_bytes(const uint8_t* p, size_t n) {
+  uint64_t a, b;
+  if (n >= 8) {
+    uint64_t h = 0x9E3779B97F4A7C15ull ^ (n * 0xff51afd7ed558ccdull);
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+      uint64_t w;
+      std::memcpy(&w, p + i, 8);
+      h = (h ^ w) * 0xbf58476d1ce4e5b9ull;
+      h ^= h >> 29;
+    }
+    uint64_t w;
+    std::memcpy(&w, p + n - 8, 8);
+    h = (h ^ w) * 0x94d049bb133111ebull;
+    return h ^ (h >> 31);
+  }
+  if (n >= 4) {
+    uint32_t x, y;
+    std::memcpy(&x, p, 4);
+    std::memcpy(&y, p + n - 4, 4);
+    a = x;
+    b = y;
+  } else if (n > 0) {
+    a = (uint64_t)p[0] | ((uint64_t)p[n >> 1] << 8) | ((uint64_t)p[n - 1] << 16);
+    b = 0;
+  } else {
+    a = b = 0;
+  }
+  uint64_t h = (a | (b << 32)) ^ (n * 0x9E3779B97F4A7C15ull);
+  h *= 0xbf58476d1ce4e5b9ull;
+  h ^= h >> 31;
+  h *= 0x94d049bb133111ebull;
+  return h ^ (h >> 29);
+}
+
+template <class V>
+class BytesMap {
+ public:
+  struct Slot {
+    uint32_t tag;    // high hash bits; 0 = empty (tags are forced nonzero)
+    uint32_t index;  // into keys/values
+    uint64_t off_len;  // arena offset << 16 | length (keys up to 64 KiB are stored inline-checked)
+  };
+
+  BytesMap() { rehash(16); }
+
+  size_t size() const { return offsets_.size(); }
+  void reserve(size_t n) {
+    size_t cap = 16;
+    while (cap < 2 * n + 2) cap <<= 1;
+    if (cap > slots_.size()) rehash(cap);
+  }
+
+  // Returns a pointer to the value, or nullptr.
+  const V* find(const uint8_t* p, size_t n, uint64_t h) const {
+    const uint32_t tag = make_tag(h);
+    size_t i = h & mask_;
+    for (;;) {
+      const Slot& s = slots_[i];
+      if (s.tag == 0) return nullptr;
+      if (s.tag == tag && (s.off_len & 0xFFFF) == (n < 0xFFFF ? n : 0xFFFF) && (n < 0xFFFF || key_len(s.index) == n) &&
+          std::memcmp(arena_.data() + (s.off_len >> 16), p, n) == 0)
+        return &values_[s.index];
+      i = (i + 1) & mask_;
+    }
+  }
+  const V* find(std::string_view k) const {
+    auto* p = (const uint8_t*)k.data();
+    return find(p, k.size(), hash_bytes(p, k.size()));
+  }
+  V* find_mut(const uint8_t* p, size_t n, uint64_t h) { return const_cast<V*>(static_cast<const BytesMap*>(this)->find(p, n, h)); }
+
+  // Inserts (key, v) if absent; returns the value slot and whether it was inserted.
+  std::pair<V*, bool> insert(const uint8_t* p, size_t n, uint64_t h, const V& v) {
+    if (V* got = find_mut(p, n, h)) return {got, false};
+    if (2 * (offsets_.size() + 1) > slots_.size()) rehash(slots_.size() * 2);
+    const uint32_t idx = (uint32_t)offsets_.size();
+    offsets_.push_back(arena_.size());
+    arena_.append((const char*)p, n);
+    ends_.push_back(arena_.size());
+    values_.push_back(v);
+    hashes_.push_back(h);
+    place(idx, h);
+    return {&values_[idx], true};
+  }
+  std::pair<V*, bool> insert(std::string_view k, const V& v) {
+    auto* p = (const uint8_t*)k.data();
+    return insert(p, k.size(), hash_bytes(p, k.size()), v);
+  }
+
+  // Iteration by insertion index.
+  std::string_view key(size_t idx) const { return {arena_.data() + offsets_[idx], (size_t)(ends_[idx] - offsets_[idx])}; }
+  const V& value(size_t idx) const { return values_[idx]; }
+  V& value(size_t idx) { return values_[idx]; }
+  uint64_t hash(size_t idx) const { return hashes_[idx]; }
+  size_t memory_bytes() const {
+    return arena_.capacity() + slots_.capacity() * sizeof(Slot) + offsets_.capacity() * 16 + values_.capacity() * sizeof(V) +
+           hashes_.capacity() * 8;
+  }
+  void clear() {
+    arena_.clear(); arena_.shrink_to_fit();
+    offsets_ = {}; ends_ = {}; values_ = {}; hashes_ = {};
+    rehash(16);
+  }
+
+ private:
+  static uint32_t make_tag(uint64_t h) { return (uint32_t)(h >> 32) | 1u; }
+  const char* key_ptr(uint32_t idx) const { return arena_.data() + offsets_[idx]; }
+  size_t key_len(uint32_t idx) const { return (size_t)(ends_[idx] - offsets_[idx]); }
+  void place(uint32_t idx, uint64_t h) {
+    size_t i = h & mask_;
+    while (slots_[i].tag != 0) i = (i + 1) & mask_;
+    slots_[i] = {make_tag(h), idx, ((uint64_t)offsets_[idx] << 16) | (key_len(idx) < 0xFFFF ? key_len(idx) : 0xFFFF)};
+  }
+  void rehash(size_t cap) {
+    slots_.assign(cap, Slot{0, 0, 0});
+    mask_ = cap - 1;
+    for (uint32_t i = 0; i < offsets_.size(); ++i) place(i, hashes_[i]);
+  }
+
+  std::vector<Slot> slots_;
+  size_t mask_ = 0;
+  std::string arena_;
+  std::vector<uint64_t> offsets_, ends_;
+  std::vector<V> values_;
+  std::vector<uint64_t> hashes_;
+};
+
+class PairMap {
+ public:
+  static constexpr uint64_t kEmpty = ~0ull;
+  static constexpr uint32_t kNone = 0xFFFFFFFFu;
+  PairMap() { rehash(16); }
+  static uint64_t key(uint32_t a, uint32_t b) { return ((uint64_t)a << 32) | b; }
+  uint32_t get(uint32_t a, uint32_t b) const {
+    const uint64_t k = key(a, b);
+    size_t i = mix(k) & mask_;
+    for (;;) {
+      const Entry& e = table_[i];
+      if (e.k == k) return e.v;
+      if (e.k == kEmpty) return kNone;
+      i = (i + 1) & mask_;
+    }
+  }
+  void set(uint32_t a, uint32_t b, uint32_t v) {
+    if (2 * (size_ + 1) > table_.size()) rehash(table_.size() * 2);
+    const uint64_t k = key(a, b);
+    size_t i = mix(k) & mask_;
+    while (table_[i].k != kEmpty && table_[i].k != k) i = (i + 1) & mask_;
+    if (table_[i].k == kEmpty) ++size_;
+    table_[i] = {k, v};
+  }
+  size_t size() const { return size_; }
+
+ private:
+  struct Entry {
+    uint64_t k;
+    uint32_t v;
+  };
+  static uint64_t mix(uint64_t k) {
+    k *= 0x9E3779B97F4A7C15ull;
+    return k ^ (k >> 29);
+  }
+  void rehash(size_t cap) {
+    std::vector<Entry> old;
+    old.swap(table_);
+    table_.assign(cap, Entry{kEmpty, 0});
+    mask_ = cap - 1;
+    size_ = 0;
+    for (const Entry& e : old)
+      if (e.k != kEmpty) set((uint32_t)(e.k >> 32), (uint32_t)e.k, e.v);
+  }
+  std::vector<Entry> table_;
+  size_t mask_ = 0, size_ = 0;
+};
+
+}  // namespace hf::tok
