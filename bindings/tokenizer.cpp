@@ -41,6 +41,35 @@ std::string_view utf8_of(const py::handle& obj, const char* what, py::object* ke
   return {p, (size_t)n};
 }
 
+// Bpe plus one Python int object per token id: building a result list is then an INCREF per
+// token instead of an allocation (ints are immutable, so sharing them is safe).
+struct BpePy : Bpe {
+  using Bpe::Bpe;
+  std::vector<PyObject*> ints;
+  ~BpePy() {
+    for (PyObject* o : ints) Py_XDECREF(o);
+  }
+  void make_ints() {
+    ints.resize(n_vocab());
+    for (uint32_t i = 0; i < n_vocab(); ++i) {
+      ints[i] = PyLong_FromUnsignedLong(i);
+      if (!ints[i]) throw py::error_already_set();
+    }
+  }
+};
+
+py::list to_list(const BpePy& b, const std::vector<uint32_t>& v) {
+  PyObject* l = PyList_New((Py_ssize_t)v.size());
+  if (!l) throw py::error_already_set();
+  PyObject* const* ints = b.ints.data();
+  for (size_t i = 0; i < v.size(); ++i) {
+    PyObject* o = ints[v[i]];
+    Py_INCREF(o);
+    PyList_SET_ITEM(l, (Py_ssize_t)i, o);
+  }
+  return py::reinterpret_steal<py::list>(l);
+}
+
 py::list to_list(const std::vector<uint32_t>& v) {
   PyObject* l = PyList_New((Py_ssize_t)v.size());
   if (!l) throw py::error_already_set();
@@ -172,13 +201,19 @@ Registration reg("tokenizer", 30, [](py::module_& m) {
   }, py::arg("text"), py::arg("pattern"), "The pre-tokenizer pieces of text (as UTF-8 bytes) under a named pattern.");
   m.def("pattern_regex", [](const std::string& name) { return std::string(hf::tok::pattern_regex(hf::tok::pattern_from_name(name))); });
 
-  py::class_<Bpe, std::shared_ptr<Bpe>>(m, "Bpe")
+  py::class_<Bpe, std::shared_ptr<Bpe>>(m, "BpeBase");
+  py::class_<BpePy, Bpe, std::shared_ptr<BpePy>>(m, "Bpe")
       .def(py::init([](const py::handle& ranks, const std::string& pattern, const std::map<std::string, uint32_t>& specials) {
              auto r = ranks_of(ranks);
              const Pattern p = pattern == "custom" ? Pattern::custom : hf::tok::pattern_from_name(pattern);
              std::vector<std::pair<std::string, uint32_t>> sp(specials.begin(), specials.end());
-             py::gil_scoped_release release;
-             return std::make_shared<Bpe>(std::move(r), p, std::move(sp));
+             std::shared_ptr<BpePy> b;
+             {
+               py::gil_scoped_release release;
+               b = std::make_shared<BpePy>(std::move(r), p, std::move(sp));
+             }
+             b->make_ints();
+             return b;
            }),
            py::arg("ranks"), py::arg("pattern"), py::arg("specials"))
       .def_property_readonly("n_vocab", &Bpe::n_vocab)
@@ -195,7 +230,7 @@ Registration reg("tokenizer", 30, [](py::module_& m) {
         for (size_t i = 0; i < b.n_specials(); ++i) out.append(py::make_tuple(b.special_text(i), b.special_id(i)));
         return out;
       })
-      .def("encode_ordinary", [](const Bpe& b, const py::handle& text) {
+      .def("encode_ordinary", [](const BpePy& b, const py::handle& text) {
         py::object keep;
         auto v = utf8_of(text, "text", &keep);
         std::vector<uint32_t> out;
@@ -204,9 +239,9 @@ Registration reg("tokenizer", 30, [](py::module_& m) {
           out.reserve(v.size() / 4 + 16);
           b.encode_ordinary((const uint8_t*)v.data(), v.size(), out);
         }
-        return to_list(out);
+        return to_list(b, out);
       })
-      .def("encode", [](const Bpe& b, const py::handle& text, const std::vector<bool>& allowed) {
+      .def("encode", [](const BpePy& b, const py::handle& text, const std::vector<bool>& allowed) {
         py::object keep;
         auto v = utf8_of(text, "text", &keep);
         auto mask = mask_of(allowed);
@@ -216,7 +251,7 @@ Registration reg("tokenizer", 30, [](py::module_& m) {
           out.reserve(v.size() / 4 + 16);
           b.encode((const uint8_t*)v.data(), v.size(), mask, out);
         }
-        return to_list(out);
+        return to_list(b, out);
       })
       .def("encode_numpy", [](const Bpe& b, const py::handle& text, const std::vector<bool>& allowed) {
         py::object keep;
@@ -261,20 +296,20 @@ Registration reg("tokenizer", 30, [](py::module_& m) {
         }
         return k;
       })
-      .def("encode_pieces", [](const Bpe& b, const py::handle& pieces) {
+      .def("encode_pieces", [](const BpePy& b, const py::handle& pieces) {
         BatchText bt = batch_of(pieces);
         std::vector<uint32_t> out;
         {
           py::gil_scoped_release release;
           for (auto v : bt.views) b.encode_piece((const uint8_t*)v.data(), v.size(), out);
         }
-        return to_list(out);
+        return to_list(b, out);
       })
-      .def("encode_batch", [](const Bpe& b, const py::handle& texts, const std::vector<bool>& allowed, int num_threads) {
+      .def("encode_batch", [](const BpePy& b, const py::handle& texts, const std::vector<bool>& allowed, int num_threads) {
         BatchText bt = batch_of(texts);
         auto out = encode_many(b, bt, mask_of(allowed), num_threads);
         py::list l;
-        for (auto& v : out) l.append(to_list(v));
+        for (auto& v : out) l.append(to_list(b, v));
         return l;
       })
       .def("encode_batch_flat", [](const Bpe& b, const py::handle& texts, const std::vector<bool>& allowed, int num_threads) {

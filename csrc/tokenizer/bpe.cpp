@@ -18,25 +18,25 @@ namespace {
 
 std::atomic<uint32_t> g_next_owner{1};
 
-// Direct-mapped per-thread cache of piece -> tokens for pieces that needed merging.
-constexpr size_t kCacheMaxLen = 30;
-constexpr size_t kCacheMaxToks = 7;
-constexpr size_t kCacheSlots = 4096;
-struct CacheEntry {
-  uint64_t hash;
-  uint32_t owner;  // 0 = empty
-  uint8_t len, ntok;
-  uint8_t bytes[kCacheMaxLen];
-  uint32_t toks[kCacheMaxToks];
+// Per-thread cache of piece -> tokens for pieces that needed merging (identifiers and rare
+// words recur throughout a text). A BytesMap whose value is (offset into toks) << 8 | count;
+// it is emptied when it grows past kCacheEntries or when another vocabulary uses the thread.
+constexpr size_t kCacheMaxLen = 64;
+constexpr size_t kCacheEntries = 1 << 16;
+struct PieceCache {
+  uint32_t owner = 0;
+  BytesMap<uint64_t> map;
+  std::vector<uint32_t> toks;
 };
 
-CacheEntry* thread_cache() {
-  thread_local std::unique_ptr<CacheEntry[]> cache;
-  if (!cache) {
-    cache.reset(new CacheEntry[kCacheSlots]);
-    for (size_t i = 0; i < kCacheSlots; ++i) cache[i].owner = 0;
+PieceCache& thread_cache(uint32_t owner) {
+  thread_local PieceCache cache;
+  if (cache.owner != owner || cache.map.size() >= kCacheEntries) {
+    cache.map.clear();
+    cache.toks.clear();
+    cache.owner = owner;
   }
-  return cache.get();
+  return cache;
 }
 
 struct VecSink {
@@ -97,6 +97,7 @@ Bpe::Bpe(std::vector<std::pair<std::string, uint32_t>> ranks, Pattern pattern,
     special_id_.push_back(id);
     special_first_byte_[(uint8_t)t[0]] = true;
   }
+  vocab_.build(encoder_);
   // Every split point of every token: (prefix id, suffix id) -> token id.
   for (size_t idx = 0; idx < encoder_.size(); ++idx) {
     std::string_view k = encoder_.key(idx);
@@ -226,25 +227,20 @@ template <class Sink>
 inline void Bpe::piece_tokens(const uint8_t* p, size_t n, Sink& sink) const {
   if (n == 1) { sink.push(byte_rank_[p[0]]); return; }
   const uint64_t h = hash_bytes(p, n);
-  if (const uint32_t* r = encoder_.find(p, n, h)) { sink.push(*r); return; }
+  const uint32_t r = vocab_.find(p, n, h);
+  if (r != VocabTable::kNone) { sink.push(r); return; }
   if (n <= kCacheMaxLen) {
-    CacheEntry& e = thread_cache()[(h >> 20) & (kCacheSlots - 1)];
-    if (e.owner == owner_ && e.hash == h && e.len == n && std::memcmp(e.bytes, p, n) == 0) {
-      sink.append(e.toks, e.ntok);
+    PieceCache& c = thread_cache(owner_);
+    if (const uint64_t* v = c.map.find(p, n, h)) {
+      sink.append(c.toks.data() + (*v >> 8), (size_t)(*v & 0xFF));
       return;
     }
     uint32_t toks[128];
     size_t m;
     merge_small(p, n, PairMap::kNone, toks, &m);
     sink.append(toks, m);
-    if (m <= kCacheMaxToks) {
-      e.owner = owner_;
-      e.hash = h;
-      e.len = (uint8_t)n;
-      e.ntok = (uint8_t)m;
-      std::memcpy(e.bytes, p, n);
-      std::memcpy(e.toks, toks, m * sizeof(uint32_t));
-    }
+    c.map.insert(p, n, h, ((uint64_t)c.toks.size() << 8) | m);
+    c.toks.insert(c.toks.end(), toks, toks + m);
     return;
   }
   if (n <= 128) {

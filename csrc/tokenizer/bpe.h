@@ -87,7 +87,8 @@ class Bpe {
   uint32_t owner_;  // unique per instance: tags this vocabulary's entries in the thread caches
   uint32_t n_vocab_ = 0;
   uint32_t byte_rank_[256];
-  BytesMap<uint32_t> encoder_;
+  BytesMap<uint32_t> encoder_;  // build-time map (and iteration); lookups go through vocab_
+  VocabTable vocab_;
   PairMap pairs_;
   std::string dec_arena_;
   std::vector<uint32_t> dec_off_, dec_len_;

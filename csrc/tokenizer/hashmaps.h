@@ -10,6 +10,7 @@
  * the encode path, which does one BytesMap probe per piece and one PairMap probe per merge step.
  */
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
 #include <string>
@@ -54,6 +55,26 @@ inline uint64_t hash_bytes(const uint8_t* p, size_t n) {
   return h ^ (h >> 29);
 }
 
+// Equality of two n-byte strings with overlapping word loads (no library call for short keys).
+inline bool eq_bytes(const uint8_t* a, const uint8_t* b, size_t n) {
+  if (n >= 8) {
+    if (n > 16) return std::memcmp(a, b, n) == 0;
+    uint64_t x0, y0, x1, y1;
+    std::memcpy(&x0, a, 8); std::memcpy(&y0, b, 8);
+    std::memcpy(&x1, a + n - 8, 8); std::memcpy(&y1, b + n - 8, 8);
+    return ((x0 ^ y0) | (x1 ^ y1)) == 0;
+  }
+  if (n >= 4) {
+    uint32_t x0, y0, x1, y1;
+    std::memcpy(&x0, a, 4); std::memcpy(&y0, b, 4);
+    std::memcpy(&x1, a + n - 4, 4); std::memcpy(&y1, b + n - 4, 4);
+    return ((x0 ^ y0) | (x1 ^ y1)) == 0;
+  }
+  for (size_t i = 0; i < n; ++i)
+    if (a[i] != b[i]) return false;
+  return true;
+}
+
 template <class V>
 class BytesMap {
  public:
@@ -80,7 +101,7 @@ class BytesMap {
       const Slot& s = slots_[i];
       if (s.tag == 0) return nullptr;
       if (s.tag == tag && (s.off_len & 0xFFFF) == (n < 0xFFFF ? n : 0xFFFF) && (n < 0xFFFF || key_len(s.index) == n) &&
-          std::memcmp(arena_.data() + (s.off_len >> 16), p, n) == 0)
+          eq_bytes((const uint8_t*)arena_.data() + (s.off_len >> 16), p, n))
         return &values_[s.index];
       i = (i + 1) & mask_;
     }
@@ -193,6 +214,88 @@ class PairMap {
   }
   std::vector<Entry> table_;
   size_t mask_ = 0, size_ = 0;
+};
+
+}  // namespace hf::tok
+
+namespace hf::tok {
+
+// Injective packing of a 1..8-byte string given its length (overlapping loads, no branches on
+// the bytes): the inline key of VocabTable.
+inline uint64_t pack8(const uint8_t* p, size_t n) {
+  if (n >= 4) {
+    uint32_t x, y;
+    std::memcpy(&x, p, 4);
+    std::memcpy(&y, p + n - 4, 4);
+    return (uint64_t)x | ((uint64_t)y << 32);
+  }
+  return (uint64_t)p[0] | ((uint64_t)p[n >> 1] << 8) | ((uint64_t)p[n - 1] << 16);
+}
+
+// The encoder's bytes -> rank table, read-only after build. One 16-byte slot holds the rank
+// and, for keys up to 8 bytes (most pieces that are whole tokens), the key itself, so a hit
+// costs one cache line; longer keys compare against the arena.
+class VocabTable {
+ public:
+  static constexpr uint32_t kNone = 0xFFFFFFFFu;
+  void build(const BytesMap<uint32_t>& src) {
+    size_t cap = 16;
+    while (cap < 2 * src.size() + 2) cap <<= 1;
+    slots_.assign(cap, Slot{0, kNone, 0, 0});
+    mask_ = cap - 1;
+    arena_.clear();
+    for (size_t i = 0; i < src.size(); ++i) {
+      auto k = src.key(i);
+      const auto* p = (const uint8_t*)k.data();
+      const uint64_t h = hash_bytes(p, k.size());
+      size_t j = h & mask_;
+      while (slots_[j].rank != kNone) j = (j + 1) & mask_;
+      Slot s;
+      s.rank = src.value(i);
+      s.tag = (uint16_t)(h >> 48);
+      s.len = (uint16_t)std::min<size_t>(k.size(), 0xFFFF);
+      if (k.size() <= 8) {
+        s.key = pack8(p, k.size());
+      } else {
+        s.key = ((uint64_t)arena_.size() << 20) | std::min<size_t>(k.size(), 0xFFFFF);
+        arena_.append(k);
+      }
+      slots_[j] = s;
+    }
+    arena_.append(16, '\0');
+  }
+  // Rank of p[0, n) (n >= 1) with h = hash_bytes(p, n), or kNone.
+  uint32_t find(const uint8_t* p, size_t n, uint64_t h) const {
+    const uint16_t tag = (uint16_t)(h >> 48);
+    size_t j = h & mask_;
+    if (n <= 8) {
+      const uint64_t key = pack8(p, n);
+      for (;;) {
+        const Slot& s = slots_[j];
+        if (s.rank == kNone) return kNone;
+        if (s.key == key && s.len == n && s.tag == tag) return s.rank;
+        j = (j + 1) & mask_;
+      }
+    }
+    for (;;) {
+      const Slot& s = slots_[j];
+      if (s.rank == kNone) return kNone;
+      if (s.tag == tag && s.len == std::min<size_t>(n, 0xFFFF) && (s.key & 0xFFFFF) == std::min<size_t>(n, 0xFFFFF) &&
+          (n < 0xFFFFF) && eq_bytes((const uint8_t*)arena_.data() + (s.key >> 20), p, n))
+        return s.rank;
+      j = (j + 1) & mask_;
+    }
+  }
+
+ private:
+  struct Slot {
+    uint64_t key;   // the packed bytes (len <= 8) or arena offset << 20 | len
+    uint32_t rank;  // kNone = empty
+    uint16_t len, tag;
+  };
+  std::vector<Slot> slots_;
+  size_t mask_ = 0;
+  std::string arena_;
 };
 
 }  // namespace hf::tok
