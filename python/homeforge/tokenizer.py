@@ -446,6 +446,8 @@ class Tokenizer:
                      allowed_special: Literal["all"] | Collection[str] = frozenset(),
                      disallowed_special: Literal["all"] | Collection[str] = "all") -> list[list[int]]:
         """Encode many texts in parallel in C++ (GIL released); ``num_threads`` caps the threads."""
+        if isinstance(texts, (str, bytes)):
+            raise TypeError("texts must be a sequence of str, not a single str/bytes")
         texts = list(texts)
         allowed = self._batch_masks(texts, allowed_special, disallowed_special)
         if self._rx is not None:
@@ -459,6 +461,8 @@ class Tokenizer:
 
         Text i's tokens are ``ids[offsets[i]:offsets[i + 1]]``.
         """
+        if isinstance(texts, (str, bytes)):
+            raise TypeError("texts must be a sequence of str, not a single str/bytes")
         texts = list(texts)
         allowed = self._batch_masks(texts, allowed_special, disallowed_special)
         if self._rx is not None:
