@@ -199,6 +199,15 @@ Registration reg("tokenizer", 30, [](py::module_& m) {
     for (auto [b, e] : spans) out.append(py::bytes(v.data() + b, e - b));
     return out;
   }, py::arg("text"), py::arg("pattern"), "The pre-tokenizer pieces of text (as UTF-8 bytes) under a named pattern.");
+  m.def("pretokenize_count", [](const py::handle& text, const std::string& pattern) {
+    py::object keep;
+    auto v = utf8_of(text, "text", &keep);
+    const Pattern p = hf::tok::pattern_from_name(pattern);
+    py::gil_scoped_release release;
+    size_t n = 0;
+    hf::tok::for_each_piece(p, (const uint8_t*)v.data(), v.size(), [&](size_t, size_t) { ++n; });
+    return n;
+  }, py::arg("text"), py::arg("pattern"), "Number of pre-tokenizer pieces (measures the scanner alone).");
   m.def("pattern_regex", [](const std::string& name) { return std::string(hf::tok::pattern_regex(hf::tok::pattern_from_name(name))); });
 
   py::class_<Bpe, std::shared_ptr<Bpe>>(m, "BpeBase");
