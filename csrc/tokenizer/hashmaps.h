@@ -299,3 +299,83 @@ class VocabTable {
 };
 
 }  // namespace hf::tok
+
+namespace hf::tok {
+
+// Pre-token counter for training: byte string -> int64 count. Like VocabTable, a 24-byte slot
+// holds the count and an inline packed key for <= 8 bytes, so counting a common piece touches one
+// cache line; every key is also kept in an arena for iteration.
+class CountTable {
+ public:
+  CountTable() { rehash(1024); }
+  size_t size() const { return size_; }
+  void add(const uint8_t* p, size_t n, uint64_t h, int64_t c) {
+    const uint16_t tag = (uint16_t)(h >> 48);
+    const uint64_t key = n <= 8 ? pack8(p, n) : 0;
+    size_t j = h & mask_;
+    for (;;) {
+      Slot& s = slots_[j];
+      if (s.len == 0) break;
+      if (s.tag == tag && s.len == n && s.key == key &&
+          (n <= 8 || eq_bytes((const uint8_t*)arena_.data() + s.off, p, n))) {
+        s.count += c;
+        return;
+      }
+      j = (j + 1) & mask_;
+    }
+    if (n >= 0xFFFF || arena_.size() + n >= 0xFFFFFFF0ull) {  // (keys this long are not counted inline)
+      overflow_.emplace_back(std::string((const char*)p, n), c);
+      return;
+    }
+    Slot& s = slots_[j];
+    s.key = key;
+    s.count = c;
+    s.off = (uint32_t)arena_.size();
+    s.len = (uint16_t)n;
+    s.tag = tag;
+    arena_.append((const char*)p, n);
+    if (2 * ++size_ > slots_.size()) rehash(slots_.size() * 2);
+  }
+  // f(string_view key, int64 count) for every key (overflow keys may repeat: callers sum).
+  template <class F>
+  void for_each(F&& f) const {
+    for (const Slot& s : slots_)
+      if (s.len) f(std::string_view(arena_.data() + s.off, s.len), s.count);
+    for (auto& [k, c] : overflow_) f(std::string_view(k), c);
+  }
+  size_t memory_bytes() const { return slots_.capacity() * sizeof(Slot) + arena_.capacity(); }
+  void clear() {
+    slots_ = {};
+    arena_ = {};
+    overflow_ = {};
+    size_ = 0;
+    rehash(1024);
+  }
+
+ private:
+  struct Slot {
+    uint64_t key;
+    int64_t count;
+    uint32_t off;
+    uint16_t len, tag;  // len 0 = empty
+  };
+  void rehash(size_t cap) {
+    std::vector<Slot> old;
+    old.swap(slots_);
+    slots_.assign(cap, Slot{0, 0, 0, 0, 0});
+    mask_ = cap - 1;
+    for (const Slot& s : old) {
+      if (!s.len) continue;
+      const uint64_t h = hash_bytes((const uint8_t*)arena_.data() + s.off, s.len);
+      size_t j = h & mask_;
+      while (slots_[j].len) j = (j + 1) & mask_;
+      slots_[j] = s;
+    }
+  }
+  std::vector<Slot> slots_;
+  size_t mask_ = 0, size_ = 0;
+  std::string arena_;
+  std::vector<std::pair<std::string, int64_t>> overflow_;
+};
+
+}  // namespace hf::tok

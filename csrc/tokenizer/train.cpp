@@ -115,7 +115,7 @@ size_t Trainer::safe_cut(const uint8_t* s, size_t n, size_t target) {
   return limit;  // no safe point within 4 MiB: cut anyway (documented approximation)
 }
 
-void Trainer::count_segment(const uint8_t* s, size_t n, BytesMap<int64_t>& into) const {
+void Trainer::count_segment(const uint8_t* s, size_t n, CountTable& into) const {
   // Cut out special-token texts; count the spans between them.
   size_t start = 0;
   while (start < n) {
@@ -127,7 +127,7 @@ void Trainer::count_segment(const uint8_t* s, size_t n, BytesMap<int64_t>& into)
     }
     for_each_piece(pattern_, s + start, stop - start, [&](size_t b, size_t e) {
       const uint8_t* p = s + start + b;
-      into.insert(p, e - b, hash_bytes(p, e - b), 0).first[0] += 1;
+      into.add(p, e - b, hash_bytes(p, e - b), 1);
     });
     start = stop + skip;
   }
@@ -148,17 +148,17 @@ void Trainer::feed(const std::vector<std::string_view>& docs) {
       at = cut;
     }
   }
-  tbb::enumerable_thread_specific<BytesMap<int64_t>> local;
+  tbb::enumerable_thread_specific<CountTable> local;
   hf::parallel_for(0, (int64_t)segs.size(), 1, [&](int64_t lo, int64_t hi) {
     auto& m = local.local();
     for (int64_t i = lo; i < hi; ++i) count_segment(segs[i].first, segs[i].second, m);
   });
   for (auto& m : local) {
-    for (size_t i = 0; i < m.size(); ++i) {
-      auto k = m.key(i);
-      counts_.insert((const uint8_t*)k.data(), k.size(), m.hash(i), 0).first[0] += m.value(i);
-      total_pieces_ += (uint64_t)m.value(i);
-    }
+    m.for_each([&](std::string_view k, int64_t c) {
+      const auto* p = (const uint8_t*)k.data();
+      counts_.add(p, k.size(), hash_bytes(p, k.size()), c);
+      total_pieces_ += (uint64_t)c;
+    });
   }
 }
 
@@ -166,7 +166,7 @@ void Trainer::feed_pieces(const std::vector<std::string_view>& pieces) {
   HF_CHECK(!started_, ValueError, "feed_pieces() after training started");
   for (auto p : pieces) {
     if (p.empty()) continue;
-    counts_.insert(p, 0).first[0] += 1;
+    counts_.add((const uint8_t*)p.data(), p.size(), hash_bytes((const uint8_t*)p.data(), p.size()), 1);
     ++total_pieces_;
     total_bytes_ += p.size();
   }
@@ -186,21 +186,26 @@ void Trainer::start(size_t n_merges, int64_t min_frequency) {
   }
   // Words in byte order (deterministic, independent of counting order); 1-byte pieces have
   // no pairs and are dropped.
-  std::vector<uint32_t> order;
-  for (size_t i = 0; i < counts_.size(); ++i)
-    if (counts_.key(i).size() > 1) order.push_back((uint32_t)i);
-  std::sort(order.begin(), order.end(), [&](uint32_t x, uint32_t y) { return counts_.key(x) < counts_.key(y); });
+  std::vector<std::pair<std::string_view, int64_t>> order;
+  counts_.for_each([&](std::string_view k, int64_t c) {
+    if (k.size() > 1) order.emplace_back(k, c);
+  });
+  std::sort(order.begin(), order.end());
   size_t total = 0;
-  for (uint32_t i : order) total += counts_.key(i).size();
+  for (auto& kc : order) total += kc.first.size();
   S.sym.reserve(total);
   S.off.reserve(order.size());
-  for (uint32_t i : order) {
-    auto k = counts_.key(i);
+  for (size_t i = 0; i < order.size(); ++i) {
+    auto k = order[i].first;
+    int64_t c = order[i].second;
+    while (i + 1 < order.size() && order[i + 1].first == k) c += order[++i].second;  // overflow keys
     S.off.push_back(S.sym.size());
     S.len.push_back((uint32_t)k.size());
-    S.cnt.push_back(counts_.value(i));
-    for (unsigned char c : k) S.sym.push_back(c);
+    S.cnt.push_back(c);
+    for (unsigned char ch : k) S.sym.push_back(ch);
   }
+  order.clear();
+  order.shrink_to_fit();
   S.stamp.assign(S.off.size(), ~0ull);
   counts_.clear();  // the words now hold everything
   for (uint32_t w = 0; w < S.off.size(); ++w) {

@@ -69,10 +69,10 @@ class Trainer {
 
  private:
   struct State;
-  void count_segment(const uint8_t* s, size_t n, BytesMap<int64_t>& into) const;
+  void count_segment(const uint8_t* s, size_t n, CountTable& into) const;
   Pattern pattern_;
   std::vector<std::string> specials_;
-  BytesMap<int64_t> counts_;
+  CountTable counts_;
   uint64_t total_pieces_ = 0, total_bytes_ = 0;
   std::vector<Merge> merges_;
   std::unique_ptr<State> st_;
