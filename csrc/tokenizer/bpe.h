@@ -80,6 +80,8 @@ class Bpe {
   void encode_span_any(const uint8_t* s, size_t n, Sink& sink) const;
   template <class Sink>
   void piece_tokens(const uint8_t* p, size_t n, Sink& sink) const;
+  template <class Sink>
+  void piece_tokens_h(const uint8_t* p, size_t n, uint64_t h, Sink& sink) const;
   void merge_small(const uint8_t* p, size_t n, uint32_t max_rank, uint32_t* toks, size_t* m) const;
   void merge_long(const uint8_t* p, size_t n, uint32_t max_rank, std::vector<uint32_t>& out) const;
 

@@ -264,6 +264,7 @@ class VocabTable {
     }
     arena_.append(16, '\0');
   }
+  void prefetch(uint64_t h) const { __builtin_prefetch(&slots_[h & mask_]); }
   // Rank of p[0, n) (n >= 1) with h = hash_bytes(p, n), or kNone.
   uint32_t find(const uint8_t* p, size_t n, uint64_t h) const {
     const uint16_t tag = (uint16_t)(h >> 48);
