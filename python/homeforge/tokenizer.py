@@ -687,7 +687,7 @@ class Tokenizer:
     @classmethod
     def train(cls, inputs: PathLike | Iterable[str | os.PathLike[str]], vocab_size: int, pattern: str = "o200k",
               special_tokens: Sequence[str] = (), min_frequency: int = 2, *, jsonl_field: str = "text",
-              progress: bool = False, batch_bytes: int = 16 << 20) -> Tokenizer:
+              progress: bool = False, batch_bytes: int = 4 << 20) -> Tokenizer:
         """Train byte-level BPE.
 
         ``inputs``: a path (str or PathLike), an iterable of PathLike (pathlib.Path), or an iterable
@@ -716,13 +716,12 @@ class Tokenizer:
             nonlocal fed
             if not batch:
                 return
-            batch = [_repair_surrogates(t) for t in batch]
-            if rx is None:
+            if rx is None:  # (the binding repairs lone surrogates as tiktoken does)
                 trainer.feed(batch)
             else:
                 sp = re.compile("|".join(re.escape(t) for t in special_tokens)) if special_tokens else None
                 pieces = []
-                for doc in batch:
+                for doc in map(_repair_surrogates, batch):
                     for seg in (sp.split(doc) if sp else [doc]):
                         pieces.extend(m.group() for m in rx.finditer(seg))
                 trainer.feed_pieces(pieces)
