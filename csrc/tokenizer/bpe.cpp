@@ -40,10 +40,23 @@ PieceCache& thread_cache(uint32_t owner) {
   return cache;
 }
 
+// Appends to a vector through a raw write index (push_back was not inlined by GCC and cost a call
+// per token); the vector is sized to n in finish().
 struct VecSink {
   std::vector<uint32_t>& v;
-  void push(uint32_t t) { v.push_back(t); }
-  void append(const uint32_t* t, size_t k) { v.insert(v.end(), t, t + k); }
+  size_t n;
+  explicit VecSink(std::vector<uint32_t>& out) : v(out), n(out.size()) {}
+  void grow(size_t k) { v.resize(std::max(2 * v.size(), n + k + 4096)); }
+  inline void push(uint32_t t) {
+    if (__builtin_expect(n == v.size(), 0)) grow(1);
+    v[n++] = t;
+  }
+  inline void append(const uint32_t* t, size_t k) {
+    if (__builtin_expect(n + k > v.size(), 0)) grow(k);
+    std::memcpy(v.data() + n, t, k * sizeof(uint32_t));
+    n += k;
+  }
+  void finish() { v.resize(n); }
 };
 struct CountSink {
   size_t n = 0;
@@ -344,8 +357,14 @@ void Bpe::encode_span_any(const uint8_t* s, size_t n, Sink& sink) const {
 }
 
 void Bpe::encode_ordinary(const uint8_t* s, size_t n, std::vector<uint32_t>& out) const {
-  VecSink sink{out};
-  encode_span_any(s, n, sink);
+  VecSink sink(out);
+  try {
+    encode_span_any(s, n, sink);
+  } catch (...) {
+    sink.finish();
+    throw;
+  }
+  sink.finish();
 }
 
 size_t Bpe::count_ordinary(const uint8_t* s, size_t n) const {
@@ -355,8 +374,9 @@ size_t Bpe::count_ordinary(const uint8_t* s, size_t n) const {
 }
 
 void Bpe::encode_piece(const uint8_t* p, size_t n, std::vector<uint32_t>& out) const {
-  VecSink sink{out};
+  VecSink sink(out);
   if (n) piece_tokens(p, n, sink);
+  sink.finish();
 }
 
 int Bpe::find_special(const uint8_t* s, size_t n, size_t from, const std::vector<uint8_t>& mask, size_t* pos) const {
