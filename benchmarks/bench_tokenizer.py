@@ -236,9 +236,10 @@ def main() -> None:
     corpora = {"code": code_docs(size), "prose": prose_docs(size)}
     vocab = 8000 if a.quick else 32000
     t0 = time.perf_counter()
-    train_docs = code_docs(size * 6)
-    held = {id(d) for d in corpora["code"]}
-    tok = Tokenizer.train([d for d in train_docs if id(d) not in held] or train_docs, vocab_size=vocab, pattern="cl100k")
+    # code_docs is deterministic: its first len(corpora["code"]) files are the encode corpus, so
+    # the vocabulary is trained on the files after them (held-out evaluation).
+    train_docs = code_docs(size * 6)[len(corpora["code"]):]
+    tok = Tokenizer.train(train_docs, vocab_size=vocab, pattern="cl100k")
     print(f"trained {tok} in {time.perf_counter() - t0:.1f} s")
     rows: list[dict] = []
 
