@@ -14,6 +14,7 @@ from .config import RunConfig
 from .data import TokenLoader
 from .trainer import Trainer
 from . import optim
+from .tokenizer import Tokenizer
 
 __version__: str = _core.__version__
 
@@ -26,4 +27,5 @@ __all__ = [
     "TokenLoader",
     "Trainer",
     "optim",
+    "Tokenizer",
 ]
