@@ -55,14 +55,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-every", type=int, default=0)
     p.add_argument("--out", default="runs/demo")
 
-    p = sub.add_parser("tokenizer", help="train a tokenizer, or encode text into token shards")
-    tsub = p.add_subparsers(dest="tokenizer_command", required=True)
     try:
         from . import tokenizer_cli
     except ImportError as e:  # the tokenizer module failed to import: say why when the command is used
+        p = sub.add_parser("tokenizer", help="train a tokenizer, or encode text into token shards")
         p.set_defaults(_tokenizer_error=str(e))
     else:
-        tokenizer_cli.add_subcommands(tsub)
+        tokenizer_cli.add_subcommands(sub)  # adds `tokenizer train|encode`
 
     p = sub.add_parser("data", help="prepare training data")
     dsub = p.add_subparsers(dest="data_command", required=True)
