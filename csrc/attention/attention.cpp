@@ -1,0 +1,131 @@
+/*
+ * attention.cpp: hf::attention_forward / hf::attention_backward (contract in attention.h).
+ *
+ * Checks the shape, sizes the query block, picks the ISA's tile driver and runs the work items
+ * (attention_kernels.h) on the shared arena. Items are claimed from an atomic counter in order,
+ * heaviest first (largest-processing-time-first), which balances the causal triangle for any
+ * thread count: every thread works until the queue is empty and the last items are the short ones.
+ *
+ * Backward runs two passes that both recompute P from lse (FlashAttention-2, D = rowsum(dO*O)):
+ *   1. dK, dV: items (b, kv head, 64-key block), each looping over the queries that see its block;
+ *   2. dQ:     items (b, kv head, query block), each looping over the keys its block sees.
+ * Each output is written by exactly one item, so there are no atomics, no per-thread partial
+ * copies of dQ and the result is bitwise independent of the thread count; the price is that pass
+ * 2 recomputes Q.K^T and dO.V^T (7 instead of 5 tile products per (query, key) block pair).
+ * Extra memory: the (B, H, T) vector D plus one scratch tile set per running item.
+ */
+#include "attention/attention.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <vector>
+
+#include "attention/attention_kernels.h"
+#include "runtime/bf16.h"
+#include "runtime/cpu_features.h"
+#include "runtime/errors.h"
+#include "runtime/parallel.h"
+
+namespace hf {
+namespace {
+
+using ItemFn = void (*)(const attn::Ctx&, int64_t, int64_t);
+
+struct Kernels {
+  ItemFn fwd, bwd_kv, bwd_q;
+};
+
+Kernels pick(bool bf16) {
+  const Isa isa = active_isa();
+  if (isa == Isa::avx512_bf16 && bf16) return {attn::avx512bf16::fwd_items, attn::avx512bf16::bwd_kv_items, attn::avx512bf16::bwd_q_items};
+  if (isa >= Isa::avx512) return {attn::avx512::fwd_items, attn::avx512::bwd_kv_items, attn::avx512::bwd_q_items};
+  if (isa == Isa::avx2) return {attn::avx2::fwd_items, attn::avx2::bwd_kv_items, attn::avx2::bwd_q_items};
+  return {attn::scalar::fwd_items, attn::scalar::bwd_kv_items, attn::scalar::bwd_q_items};
+}
+
+void check_shape(const AttentionShape& s) {
+  HF_CHECK(s.B >= 1 && s.T >= 1 && s.S >= 1 && s.H >= 1 && s.Hkv >= 1 && s.D >= 1, ValueError,
+           "attention: empty dimension in B=" << s.B << " T=" << s.T << " S=" << s.S << " H=" << s.H
+                                              << " Hkv=" << s.Hkv << " D=" << s.D);
+  HF_CHECK(s.H % s.Hkv == 0, ValueError, "attention: H=" << s.H << " is not divisible by Hkv=" << s.Hkv);
+  HF_CHECK(std::isfinite(s.scale), ValueError, "attention: scale must be finite, got " << s.scale);
+}
+
+attn::Ctx make_ctx(const AttentionShape& s) {
+  attn::Ctx c;
+  c.B = s.B; c.T = s.T; c.S = s.S; c.H = s.H; c.Hkv = s.Hkv; c.D = s.D;
+  c.G = s.H / s.Hkv;
+  c.Dp = (s.D + 15) / 16 * 16;
+  c.causal = s.causal;
+  c.bf16 = s.dtype == DType::bf16;
+  c.scale = s.scale != 0.f ? s.scale : float(1.0 / std::sqrt(double(s.D)));
+  c.c2 = float(double(c.scale) * 1.4426950408889634);
+  // M = Bq * G rows of about 64 per tile; smaller blocks when there would be too few items to
+  // keep every thread busy (short sequences, B * Hkv small).
+  int64_t bq = c.G >= 64 ? 1 : 64 / c.G;
+  const int64_t want = 4 * int64_t(num_threads());
+  while (bq > 8 && c.B * c.Hkv * ((c.T + bq - 1) / bq) < want) bq /= 2;
+  c.Bq = bq;
+  c.nqb = (c.T + bq - 1) / bq;
+  c.nkb = (c.S + attn::kBk - 1) / attn::kBk;
+  return c;
+}
+
+// Runs fn over items [0, n) claimed in order from a shared counter by up to num_threads() workers.
+void run_items(ItemFn fn, const attn::Ctx& c, int64_t n) {
+  const int64_t workers = std::min<int64_t>(n, num_threads());
+  std::atomic<int64_t> next{0};
+  parallel_for(0, workers, 1, [&](int64_t, int64_t) {
+    for (;;) {
+      const int64_t i = next.fetch_add(1, std::memory_order_relaxed);
+      if (i >= n) break;
+      fn(c, i, i + 1);
+    }
+  });
+}
+
+}  // namespace
+
+void attention_forward(const AttentionShape& shape, const void* q, const void* k, const void* v, void* out, float* lse) {
+  check_shape(shape);
+  attn::Ctx c = make_ctx(shape);
+  c.q = q; c.k = k; c.v = v; c.out = out; c.lse = lse;
+  run_items(pick(c.bf16).fwd, c, c.B * c.Hkv * c.nqb);
+}
+
+void attention_backward(const AttentionShape& shape, const void* dout, const void* q, const void* k, const void* v,
+                        const void* out, const float* lse, void* dq, void* dk, void* dv) {
+  check_shape(shape);
+  attn::Ctx c = make_ctx(shape);
+  c.q = q; c.k = k; c.v = v; c.out_in = out; c.dout = dout; c.lse_in = lse;
+  c.dq = dq; c.dk = dk; c.dv = dv;
+  // D[b, h, t] = sum_d dout * out, accumulated in f32.
+  std::vector<float> Dvec(size_t(c.B * c.H * c.T));
+  const bool bf = c.bf16;
+  parallel_for(0, c.B * c.T, 16, [&](int64_t lo, int64_t hi) {
+    for (int64_t bt = lo; bt < hi; ++bt) {
+      const int64_t b = bt / c.T, t = bt % c.T;
+      for (int64_t h = 0; h < c.H; ++h) {
+        const int64_t off = (bt * c.H + h) * c.D;
+        float acc = 0.f;
+        if (bf) {
+          const bf16_t* o = static_cast<const bf16_t*>(out) + off;
+          const bf16_t* g = static_cast<const bf16_t*>(dout) + off;
+          for (int64_t d = 0; d < c.D; ++d) acc += bf16_to_f32(o[d]) * bf16_to_f32(g[d]);
+        } else {
+          const float* o = static_cast<const float*>(out) + off;
+          const float* g = static_cast<const float*>(dout) + off;
+          for (int64_t d = 0; d < c.D; ++d) acc += o[d] * g[d];
+        }
+        Dvec[size_t((b * c.H + h) * c.T + t)] = acc;
+      }
+    }
+  });
+  c.Dvec = Dvec.data();
+  const Kernels kern = pick(c.bf16);
+  run_items(kern.bwd_kv, c, c.B * c.Hkv * c.nkb);
+  run_items(kern.bwd_q, c, c.B * c.Hkv * c.nqb);
+}
+
+}  // namespace hf
