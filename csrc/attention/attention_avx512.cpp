@@ -59,9 +59,11 @@ static inline void qk(const float* A, int64_t lda, int64_t M, const float* Bt, i
 template <int R, int NV>
 static inline void acc_block(const float* A, int64_t ars, int64_t aks, int64_t K, const float* Bm, int64_t Dp,
                              float* C) {
+  // The K terms are summed in fresh registers and then added to C once: two-level summation,
+  // so that long accumulations (dV, dK over all queries) lose no more than a tile's rounding.
   __m512 acc[R][NV];
   for (int i = 0; i < R; ++i)
-    for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_load_ps(C + i * Dp + v * 16);
+    for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();
   for (int64_t k = 0; k < K; ++k) {
     const float* b = Bm + k * Dp;
     __m512 bv[NV];
@@ -72,7 +74,7 @@ static inline void acc_block(const float* A, int64_t ars, int64_t aks, int64_t K
     }
   }
   for (int i = 0; i < R; ++i)
-    for (int v = 0; v < NV; ++v) _mm512_store_ps(C + i * Dp + v * 16, acc[i][v]);
+    for (int v = 0; v < NV; ++v) _mm512_store_ps(C + i * Dp + v * 16, _mm512_add_ps(_mm512_load_ps(C + i * Dp + v * 16), acc[i][v]));
 }
 
 // All rows of one column chunk of NV vectors, R rows at a time (R * NV <= 24 accumulators).
