@@ -32,7 +32,7 @@ HEADS = ((4, 4), (8, 2), (6, 1))
 DIMS = (32, 64, 80, 128)
 CASES = list(itertools.product(SIZES, SIZES, HEADS, DIMS, (True, False)))
 NAMES = ("out", "lse", "dq", "dk", "dv")
-FLOOR = 8 * 2.0**-24  # float32 ulps, times the reference's magnitude
+FLOOR = 16 * 2.0**-24  # float32 ulps, times max(1, the reference's magnitude)
 
 
 def _torch_flash(q, k, v, dout, causal, tdtype):

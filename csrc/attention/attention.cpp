@@ -33,15 +33,15 @@ namespace {
 using ItemFn = void (*)(const attn::Ctx&, int64_t, int64_t);
 
 struct Kernels {
-  ItemFn fwd, bwd_kv, bwd_q;
+  ItemFn fwd, bwd_kv, bwd_q, bwd_single;
 };
 
 Kernels pick(bool bf16) {
   const Isa isa = active_isa();
-  if (isa == Isa::avx512_bf16 && bf16) return {attn::avx512bf16::fwd_items, attn::avx512bf16::bwd_kv_items, attn::avx512bf16::bwd_q_items};
-  if (isa >= Isa::avx512) return {attn::avx512::fwd_items, attn::avx512::bwd_kv_items, attn::avx512::bwd_q_items};
-  if (isa == Isa::avx2) return {attn::avx2::fwd_items, attn::avx2::bwd_kv_items, attn::avx2::bwd_q_items};
-  return {attn::scalar::fwd_items, attn::scalar::bwd_kv_items, attn::scalar::bwd_q_items};
+  if (isa == Isa::avx512_bf16 && bf16) return {attn::avx512bf16::fwd_items, attn::avx512bf16::bwd_kv_items, attn::avx512bf16::bwd_q_items, attn::avx512bf16::bwd_single_items};
+  if (isa >= Isa::avx512) return {attn::avx512::fwd_items, attn::avx512::bwd_kv_items, attn::avx512::bwd_q_items, attn::avx512::bwd_single_items};
+  if (isa == Isa::avx2) return {attn::avx2::fwd_items, attn::avx2::bwd_kv_items, attn::avx2::bwd_q_items, attn::avx2::bwd_single_items};
+  return {attn::scalar::fwd_items, attn::scalar::bwd_kv_items, attn::scalar::bwd_q_items, attn::scalar::bwd_single_items};
 }
 
 void check_shape(const AttentionShape& s) {
@@ -52,6 +52,7 @@ void check_shape(const AttentionShape& s) {
   HF_CHECK(std::isfinite(s.scale), ValueError, "attention: scale must be finite, got " << s.scale);
 }
 
+int64_t kRows = 128;
 attn::Ctx make_ctx(const AttentionShape& s) {
   attn::Ctx c;
   c.B = s.B; c.T = s.T; c.S = s.S; c.H = s.H; c.Hkv = s.Hkv; c.D = s.D;
@@ -63,7 +64,7 @@ attn::Ctx make_ctx(const AttentionShape& s) {
   c.c2 = float(double(c.scale) * 1.4426950408889634);
   // M = Bq * G rows of about 64 per tile; smaller blocks when there would be too few items to
   // keep every thread busy (short sequences, B * Hkv small).
-  int64_t bq = c.G >= 64 ? 1 : 64 / c.G;
+  int64_t bq = c.G >= kRows ? 1 : kRows / c.G;
   const int64_t want = 4 * int64_t(num_threads());
   while (bq > 8 && c.B * c.Hkv * ((c.T + bq - 1) / bq) < want) bq /= 2;
   c.Bq = bq;
@@ -108,24 +109,32 @@ void attention_backward(const AttentionShape& shape, const void* dout, const voi
       const int64_t b = bt / c.T, t = bt % c.T;
       for (int64_t h = 0; h < c.H; ++h) {
         const int64_t off = (bt * c.H + h) * c.D;
-        float acc = 0.f;
+        double acc = 0.0;  // double: D is the difference of two close sums in dS = P (dP - D)
         if (bf) {
           const bf16_t* o = static_cast<const bf16_t*>(out) + off;
           const bf16_t* g = static_cast<const bf16_t*>(dout) + off;
-          for (int64_t d = 0; d < c.D; ++d) acc += bf16_to_f32(o[d]) * bf16_to_f32(g[d]);
+          for (int64_t d = 0; d < c.D; ++d) acc += double(bf16_to_f32(o[d])) * bf16_to_f32(g[d]);
         } else {
           const float* o = static_cast<const float*>(out) + off;
           const float* g = static_cast<const float*>(dout) + off;
-          for (int64_t d = 0; d < c.D; ++d) acc += o[d] * g[d];
+          for (int64_t d = 0; d < c.D; ++d) acc += double(o[d]) * g[d];
         }
-        Dvec[size_t((b * c.H + h) * c.T + t)] = acc;
+        Dvec[size_t((b * c.H + h) * c.T + t)] = float(acc);
       }
     }
   });
   c.Dvec = Dvec.data();
   const Kernels kern = pick(c.bf16);
-  run_items(kern.bwd_kv, c, c.B * c.Hkv * c.nkb);
-  run_items(kern.bwd_q, c, c.B * c.Hkv * c.nqb);
+  // One pass over B * Hkv equal items when they keep the threads busy (>= 85% of the ideal
+  // balance, e.g. 8 items on 2 or 8 threads, 12 on 7); else the two-pass scheme, whose items are
+  // small enough to balance any thread count at 7/5 of the work.
+  const int64_t n = c.B * c.Hkv, p = num_threads(), rounds = (n + p - 1) / p;
+  if (c.nkb > 1 && double(n) / double(rounds * p) >= 0.85) {
+    run_items(kern.bwd_single, c, n);
+  } else {
+    run_items(kern.bwd_kv, c, c.B * c.Hkv * c.nkb);
+    run_items(kern.bwd_q, c, c.B * c.Hkv * c.nqb);
+  }
 }
 
 }  // namespace hf

@@ -42,6 +42,7 @@ struct Ctx {
   void fwd_items(const Ctx& c, int64_t lo, int64_t hi);              \
   void bwd_kv_items(const Ctx& c, int64_t lo, int64_t hi);           \
   void bwd_q_items(const Ctx& c, int64_t lo, int64_t hi);            \
+  void bwd_single_items(const Ctx& c, int64_t lo, int64_t hi);       \
   }
 HF_ATTN_DECLARE(scalar)
 HF_ATTN_DECLARE(avx2)
