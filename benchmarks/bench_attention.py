@@ -109,7 +109,7 @@ def _extra_bytes_bound(B, T, H, Hkv, D, threads):
     G = H // Hkv
     Dp = (D + 15) // 16 * 16
     M = max(1, 128 // G) * G
-    tiles = M * Dp * 3 + 64 * Dp * 5 + M * 64 * 2 + 2 * M + Dp       # floats, bwd_single's tile set
+    tiles = max(M * Dp * 2 + 64 * Dp * 6, M * Dp * 3 + 64 * Dp * 4) + M * 64 * 2 + 2 * M  # floats, bwd tile sets
     one_pass_dq = T * G * Dp                                       # f32 dQ rows of one (b, kv head)
     return 4 * (threads * (tiles + one_pass_dq) + B * H * T)
 

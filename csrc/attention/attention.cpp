@@ -22,7 +22,6 @@
 #include <vector>
 
 #include "attention/attention_kernels.h"
-#include "runtime/bf16.h"
 #include "runtime/cpu_features.h"
 #include "runtime/errors.h"
 #include "runtime/parallel.h"
@@ -34,14 +33,15 @@ using ItemFn = void (*)(const attn::Ctx&, int64_t, int64_t);
 
 struct Kernels {
   ItemFn fwd, bwd_kv, bwd_q, bwd_single;
+  void (*dvec)(const attn::Ctx&, float*, int64_t, int64_t);
 };
 
 Kernels pick(bool bf16) {
   const Isa isa = active_isa();
-  if (isa == Isa::avx512_bf16 && bf16) return {attn::avx512bf16::fwd_items, attn::avx512bf16::bwd_kv_items, attn::avx512bf16::bwd_q_items, attn::avx512bf16::bwd_single_items};
-  if (isa >= Isa::avx512) return {attn::avx512::fwd_items, attn::avx512::bwd_kv_items, attn::avx512::bwd_q_items, attn::avx512::bwd_single_items};
-  if (isa == Isa::avx2) return {attn::avx2::fwd_items, attn::avx2::bwd_kv_items, attn::avx2::bwd_q_items, attn::avx2::bwd_single_items};
-  return {attn::scalar::fwd_items, attn::scalar::bwd_kv_items, attn::scalar::bwd_q_items, attn::scalar::bwd_single_items};
+  if (isa == Isa::avx512_bf16 && bf16) return {attn::avx512bf16::fwd_items, attn::avx512bf16::bwd_kv_items, attn::avx512bf16::bwd_q_items, attn::avx512bf16::bwd_single_items, attn::avx512bf16::dvec_items};
+  if (isa >= Isa::avx512) return {attn::avx512::fwd_items, attn::avx512::bwd_kv_items, attn::avx512::bwd_q_items, attn::avx512::bwd_single_items, attn::avx512::dvec_items};
+  if (isa == Isa::avx2) return {attn::avx2::fwd_items, attn::avx2::bwd_kv_items, attn::avx2::bwd_q_items, attn::avx2::bwd_single_items, attn::avx2::dvec_items};
+  return {attn::scalar::fwd_items, attn::scalar::bwd_kv_items, attn::scalar::bwd_q_items, attn::scalar::bwd_single_items, attn::scalar::dvec_items};
 }
 
 void check_shape(const AttentionShape& s) {
@@ -101,30 +101,11 @@ void attention_backward(const AttentionShape& shape, const void* dout, const voi
   attn::Ctx c = make_ctx(shape);
   c.q = q; c.k = k; c.v = v; c.out_in = out; c.dout = dout; c.lse_in = lse;
   c.dq = dq; c.dk = dk; c.dv = dv;
-  // D[b, h, t] = sum_d dout * out, accumulated in f32.
-  std::vector<float> Dvec(size_t(c.B * c.H * c.T));
-  const bool bf = c.bf16;
-  parallel_for(0, c.B * c.T, 16, [&](int64_t lo, int64_t hi) {
-    for (int64_t bt = lo; bt < hi; ++bt) {
-      const int64_t b = bt / c.T, t = bt % c.T;
-      for (int64_t h = 0; h < c.H; ++h) {
-        const int64_t off = (bt * c.H + h) * c.D;
-        double acc = 0.0;  // double: D is the difference of two close sums in dS = P (dP - D)
-        if (bf) {
-          const bf16_t* o = static_cast<const bf16_t*>(out) + off;
-          const bf16_t* g = static_cast<const bf16_t*>(dout) + off;
-          for (int64_t d = 0; d < c.D; ++d) acc += double(bf16_to_f32(o[d])) * bf16_to_f32(g[d]);
-        } else {
-          const float* o = static_cast<const float*>(out) + off;
-          const float* g = static_cast<const float*>(dout) + off;
-          for (int64_t d = 0; d < c.D; ++d) acc += double(o[d]) * g[d];
-        }
-        Dvec[size_t((b * c.H + h) * c.T + t)] = float(acc);
-      }
-    }
-  });
-  c.Dvec = Dvec.data();
   const Kernels kern = pick(c.bf16);
+  // D[b, h, t] = sum_d dout * out (see dvec_items for why in f32, in qk's order).
+  std::vector<float> Dvec(size_t(c.B * c.H * c.T));
+  parallel_for(0, c.B * c.T, 16, [&](int64_t lo, int64_t hi) { kern.dvec(c, Dvec.data(), lo, hi); });
+  c.Dvec = Dvec.data();
   // One pass over B * Hkv equal items when they keep the threads busy (>= 85% of the ideal
   // balance, e.g. 8 items on 2 or 8 threads, 12 on 7); else the two-pass scheme, whose items are
   // small enough to balance any thread count at 7/5 of the work.

@@ -12,4 +12,5 @@ void fwd_items(const Ctx& c, int64_t lo, int64_t hi) { avx512::fwd_items(c, lo, 
 void bwd_kv_items(const Ctx& c, int64_t lo, int64_t hi) { avx512::bwd_kv_items(c, lo, hi); }
 void bwd_q_items(const Ctx& c, int64_t lo, int64_t hi) { avx512::bwd_q_items(c, lo, hi); }
 void bwd_single_items(const Ctx& c, int64_t lo, int64_t hi) { avx512::bwd_single_items(c, lo, hi); }
+void dvec_items(const Ctx& c, float* Dvec, int64_t lo, int64_t hi) { avx512::dvec_items(c, Dvec, lo, hi); }
 }  // namespace hf::attn::avx512bf16

@@ -43,6 +43,7 @@ struct Ctx {
   void bwd_kv_items(const Ctx& c, int64_t lo, int64_t hi);           \
   void bwd_q_items(const Ctx& c, int64_t lo, int64_t hi);            \
   void bwd_single_items(const Ctx& c, int64_t lo, int64_t hi);       \
+  void dvec_items(const Ctx& c, float* Dvec, int64_t lo, int64_t hi); \
   }
 HF_ATTN_DECLARE(scalar)
 HF_ATTN_DECLARE(avx2)
