@@ -6,13 +6,19 @@
  * heaviest first (largest-processing-time-first), which balances the causal triangle for any
  * thread count: every thread works until the queue is empty and the last items are the short ones.
  *
- * Backward runs two passes that both recompute P from lse (FlashAttention-2, D = rowsum(dO*O)):
- *   1. dK, dV: items (b, kv head, 64-key block), each looping over the queries that see its block;
- *   2. dQ:     items (b, kv head, query block), each looping over the keys its block sees.
- * Each output is written by exactly one item, so there are no atomics, no per-thread partial
- * copies of dQ and the result is bitwise independent of the thread count; the price is that pass
- * 2 recomputes Q.K^T and dO.V^T (7 instead of 5 tile products per (query, key) block pair).
- * Extra memory: the (B, H, T) vector D plus one scratch tile set per running item.
+ * Backward recomputes P from lse (FlashAttention-2) with D = rowsum(dO*O), in one of two schedules:
+ *   one pass (when the B * Hkv items balance the threads, e.g. B*Hkv = 8 on 2 or 8 threads): item
+ *     (b, kv head) loops key blocks, then the query blocks that see them, accumulating dK/dV per
+ *     key block and dQ for all T x G rows in f32 scratch -- 5 tile products per block pair;
+ *   two passes (otherwise, e.g. B * Hkv = 1, or 3 items on 2 threads): 1. dK, dV over items
+ *     (b, kv head, 64-key block); 2. dQ over items (b, kv head, query block), recomputing
+ *     Q.K^T and dO.V^T -- 7 products per block pair, but B * Hkv * T/64 items, which balance
+ *     any thread count.
+ * Either way each output is written by exactly one item: no atomics, no per-thread partial copies
+ * of dQ, and results do not depend on the thread count within a schedule.
+ * Extra memory: the (B, H, T) vector D; per running item one tile set (O((M + 64) * D) floats,
+ * M ~ 128 query rows) plus, in the one-pass schedule, the item's f32 dQ (T * G * D floats).
+ * Never T x S.
  */
 #include "attention/attention.h"
 
@@ -52,7 +58,7 @@ void check_shape(const AttentionShape& s) {
   HF_CHECK(std::isfinite(s.scale), ValueError, "attention: scale must be finite, got " << s.scale);
 }
 
-int64_t kRows = 128;
+constexpr int64_t kRows = 128;  // query rows (positions x heads) per tile
 attn::Ctx make_ctx(const AttentionShape& s) {
   attn::Ctx c;
   c.B = s.B; c.T = s.T; c.S = s.S; c.H = s.H; c.Hkv = s.Hkv; c.D = s.D;
