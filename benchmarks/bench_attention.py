@@ -17,7 +17,7 @@ threads (set_threads), each in its own natural layout: ours (B, T, H, D), torch 
 - the torch drop-in homeforge.torch.scaled_dot_product_attention with (B, H, T, D) inputs that
   are transposed views of (B, T, H, D) memory (zero-copy) and contiguous ones (one copy each).
 
-    PYTHONPATH=python:. python -m benchmarks.bench_attention [--quick] [--threads N]
+    PYTHONPATH=python:. python -m benchmarks.bench_attention [--quick] [--threads N] [--T 256,1024] [--D 64] [--hkv 2]
 """
 
 from __future__ import annotations
@@ -164,7 +164,12 @@ def _measured_extra(B, T, H, Hkv, D, who, dt, threads):
 
 
 def main() -> None:
-    args = parser(__doc__.splitlines()[0]).parse_args()
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument("--T", type=str, default=None, help="comma-separated sequence lengths (default: the grid)")
+    p.add_argument("--D", type=str, default=None, help="comma-separated head dims (default: 64,128)")
+    p.add_argument("--hkv", type=str, default=None, help="comma-separated kv head counts (default: 2,8)")
+    p.add_argument("--mem-T", type=int, default=None, help="T of the memory points (default: 1024 and 4096)")
+    args = p.parse_args()
     import torch
 
     import homeforge
@@ -175,9 +180,10 @@ def main() -> None:
     print(f"homeforge {homeforge.__version__} isa={_core.active_isa()} threads={threads} torch {torch.__version__}; "
           f"GEMM peak f32 {limits['gemm_f32_gflops']:.0f} bf16 {limits['gemm_bf16_gflops']:.0f} GFLOP/s")
     B, H = 4, 8
-    Ts = (256, 512) if args.quick else (256, 512, 1024, 2048, 4096)
-    Ds = (64,) if args.quick else (64, 128)
-    Hkvs = (2,) if args.quick else (2, 8)
+    ints = lambda text: tuple(int(x) for x in text.split(","))  # noqa: E731
+    Ts = ints(args.T) if args.T else (256, 512) if args.quick else (256, 512, 1024, 2048, 4096)
+    Ds = ints(args.D) if args.D else (64,) if args.quick else (64, 128)
+    Hkvs = ints(args.hkv) if args.hkv else (2,) if args.quick else (2, 8)
     for dt_name, tdtype in (("f32", torch.float32), ("bf16", torch.bfloat16)):
         np_dtype = np.float32 if dt_name == "f32" else ml_dtypes.bfloat16
         _check(*_inputs(2, 200, 8, 2, 64, np_dtype, seed=1), tdtype)
@@ -230,7 +236,8 @@ def main() -> None:
 
     # Peak extra memory.
     mem_rows = []
-    for (T, D, Hkv) in (((512, 64, 2),) if args.quick else ((1024, 64, 2), (4096, 128, 8))):
+    mem_points = ((args.mem_T, 128, 8),) if args.mem_T else ((512, 64, 2),) if args.quick else ((1024, 64, 2), (4096, 128, 8))
+    for (T, D, Hkv) in mem_points:
         for dt_name in ("f32", "bf16"):
             row = {"dtype": dt_name, "T": T, "D": D, "Hkv": Hkv,
                    "ours bound MiB": _extra_bytes_bound(B, T, H, Hkv, D, threads) / 2**20}
