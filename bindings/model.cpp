@@ -33,6 +33,8 @@ py::array flat_view(py::object self, float* ptr, int64_t n) {
 }
 
 Registration reg("model", 60, [](py::module_& m) {
+  m.def("_model_profile", &hf::model::take_profile,
+        "Seconds per kernel kind since the last call (set HOMEFORGE_MODEL_PROFILE=1 before import).");
   py::class_<Model>(m, "LlamaModel", "Native Llama-style decoder; use homeforge.Model instead.")
       .def(py::init([](int64_t V, int64_t d, int64_t L, int64_t H, int64_t Hkv, int64_t F, int64_t S, float theta,
                        float eps, bool tie, const std::string& dtype, bool recompute) {

@@ -54,33 +54,19 @@ double cross_entropy_fused(const void* h, const void* W, const int32_t* targets,
           }
           continue;
         }
-        // 16 independent lanes so the max and the sum vectorise without -ffast-math.
-        float mv[16], sv[16];
-        for (int k = 0; k < 16; ++k) mv[k] = -INFINITY, sv[k] = 0.0f;
-        const int64_t V16 = V / 16 * 16;
-        for (int64_t j = 0; j < V16; j += 16)
-          for (int k = 0; k < 16; ++k) mv[k] = l[j + k] > mv[k] ? l[j + k] : mv[k];
-        float m = -INFINITY;
-        for (int k = 0; k < 16; ++k) m = std::max(m, mv[k]);
-        for (int64_t j = V16; j < V; ++j) m = std::max(m, l[j]);
-        for (int64_t j = 0; j < V16; j += 16)
-          for (int k = 0; k < 16; ++k) sv[k] += fast_exp(l[j + k] - m);
-        float sum = 0.0f;
-        for (int k = 0; k < 16; ++k) sum += sv[k];
-        for (int64_t j = V16; j < V; ++j) sum += fast_exp(l[j] - m);
-        const float lse = m + std::log(sum);
-        row_loss[i] = double(lse) - double(l[t]);
+        const float m = row_max(l, V);
+        const float lt = l[t];
+        exp_shift_inplace(l, V, m);
+        const float sum = row_sum(l, V);
+        row_loss[i] = double(m) + std::log(double(sum)) - double(lt);
         if (dh) {
           const float inv = scale / sum;
           if (dl16) {
             bf16_t* o = dl16 + i * V;
-            for (int64_t j = 0; j < V; ++j) {
-              float g = fast_exp(l[j] - m) * inv;
-              if (j == t) g -= scale;
-              o[j] = f32_to_bf16(g);
-            }
+            for (int64_t j = 0; j < V; ++j) o[j] = to_bf16(l[j] * inv);
+            o[t] = to_bf16(l[t] * inv - scale);
           } else {
-            for (int64_t j = 0; j < V; ++j) l[j] = fast_exp(l[j] - m) * inv;
+            for (int64_t j = 0; j < V; ++j) l[j] *= inv;
             l[t] -= scale;
           }
         }

@@ -20,16 +20,26 @@ namespace hf::model {
 inline float ld(const float* p, int64_t i) { return p[i]; }
 inline float ld(const bf16_t* p, int64_t i) { return bf16_to_f32(p[i]); }
 inline void st(float* p, int64_t i, float v) { p[i] = v; }
-inline void st(bf16_t* p, int64_t i, float v) { p[i] = f32_to_bf16(v); }
+// Round to nearest even like hf::f32_to_bf16, written branch-free so loops storing bf16 vectorise.
+inline bf16_t to_bf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  const uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+  const uint32_t nan_mask = 0u - uint32_t((bits & 0x7fffffffu) > 0x7f800000u);
+  return bf16_t((nan_mask & ((bits >> 16) | 0x40u)) | (~nan_mask & rounded));
+}
+inline void st(bf16_t* p, int64_t i, float v) { p[i] = to_bf16(v); }
 
 inline int64_t dsize(DType t) { return t == DType::f32 ? 4 : 2; }
 
-// exp(x) to ~2 ulp, branch-free so loops over it vectorise (std::exp does not at -O3 without
-// libmvec). Inputs below -87 flush to 0; softmax/silu only feed it x <= ~88.
+// exp(x) to ~2 ulp, branch-free and libm-free so loops over it vectorise even at the SSE2
+// baseline (std::exp and floorf do not). Round-to-nearest of x*log2(e) uses the 1.5*2^23 trick;
+// the clamp keeps 2^n a normal float. Softmax/silu only feed it x <= ~88.
 inline float fast_exp(float x) {
-  x = x < -87.3f ? -87.3f : (x > 88.7f ? 88.7f : x);
-  const float n = __builtin_floorf(x * 1.44269504088896341f + 0.5f);
-  float r = x - n * 0.693359375f;                // Cody-Waite: ln2 = 0.693359375 - 2.12194440e-4
+  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+  const float big = 12582912.0f;  // 1.5 * 2^23
+  const float n = (x * 1.44269504088896341f + big) - big;
+  float r = x - n * 0.693359375f;  // Cody-Waite: ln2 = 0.693359375 - 2.12194440e-4
   r = r + n * 2.12194440e-4f;
   float p = 1.9875691500e-4f;
   p = p * r + 1.3981999507e-3f;
@@ -38,11 +48,23 @@ inline float fast_exp(float x) {
   p = p * r + 1.6666665459e-1f;
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
-  int32_t e = (int32_t(n) + 127) << 23;
+  const int32_t e = (int32_t(n) + 127) * (1 << 23);
   float s;
   std::memcpy(&s, &e, 4);
   return p * s;
 }
+
+// x[j] = exp(x[j] - shift) in place, and s[j] = 1 / (1 + exp(-g[j])): fast_exp on 4 lanes with
+// SSE2 intrinsics (the compiler will not vectorise the clamp without -ffinite-math-only).
+void exp_shift_inplace(float* x, int64_t n, float shift);
+void sigmoid_row_f32(const float* g, float* s, int64_t n);
+
+// Row reductions compiled with reassociation allowed (so they vectorise); the order is fixed by
+// the binary, so results are still deterministic. Inputs must be finite.
+float row_max(const float* x, int64_t n);
+float row_sum(const float* x, int64_t n);
+float row_sumsq(const float* x, int64_t n);
+float row_dot(const float* a, const float* b, int64_t n);
 
 // Convert n f32 values to bf16 (round to nearest even), in parallel.
 void cast_f32_to_bf16(const float* src, bf16_t* dst, int64_t n);

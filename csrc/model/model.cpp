@@ -26,12 +26,45 @@
 #include <cstring>
 #include <limits>
 #include <new>
+#include <chrono>
+#include <map>
+#include <mutex>
+#include <string>
 
 #include "attention/attention.h"
 #include "runtime/errors.h"
 #include "runtime/parallel.h"
 
 namespace hf::model {
+
+// ---- optional phase timing (HOMEFORGE_MODEL_PROFILE=1): wall time per kernel kind ------------
+namespace {
+bool profiling() {
+  static const bool on = [] { const char* e = std::getenv("HOMEFORGE_MODEL_PROFILE"); return e && *e && *e != '0'; }();
+  return on;
+}
+std::mutex g_prof_mutex;
+std::map<std::string, double> g_prof;
+struct Phase {
+  const char* name;
+  std::chrono::steady_clock::time_point t0;
+  explicit Phase(const char* n) : name(n) { if (profiling()) t0 = std::chrono::steady_clock::now(); }
+  ~Phase() {
+    if (!profiling()) return;
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    std::lock_guard<std::mutex> lock(g_prof_mutex);
+    g_prof[name] += s;
+  }
+};
+}  // namespace
+#define HF_PHASE(name) Phase hf_phase_##__LINE__(name)
+
+std::map<std::string, double> take_profile() {
+  std::lock_guard<std::mutex> lock(g_prof_mutex);
+  auto out = g_prof;
+  g_prof.clear();
+  return out;
+}
 
 void AlignedBuf::reset(int64_t nbytes, bool zero) {
   std::free(ptr);
@@ -183,18 +216,36 @@ void Model::layer_forward(int64_t l, const Plan& p, const Slot& s, const float* 
   const DType A = cfg_.dtype;
   const int64_t lb = layer_begin(l);
   const float* P = params();
+  { HF_PHASE("add_rmsnorm_forward");
   add_rmsnorm_forward(x_prev, add, x_in, P + lb + lo_.attn_norm, N, d, cfg_.norm_eps, s.h1, A, s.rstd1);
+  }
+  { HF_PHASE("linear_forward");
   linear_forward(s.h1, W(lb + lo_.wq), N, d, Hd + 2 * Kd, A, p.qkvf, DType::f32);
+  }
+  { HF_PHASE("rope_qkv_forward");
   rope_qkv_forward(p.qkvf, B, T, H, Hkv, D, pos0, {rope_cos_.data(), rope_sin_.data()}, s.q, k_dst, v_dst, kv_stride,
                    A);
+  }
   AttentionShape as;
   as.B = B; as.T = T; as.S = S; as.H = H; as.Hkv = Hkv; as.D = D; as.causal = true; as.dtype = A;
+  { HF_PHASE("attention_forward");
   attention_forward(as, s.q, k_all, v_all, s.att, s.lse);
+  }
+  { HF_PHASE("linear_forward");
   linear_forward(s.att, W(lb + lo_.wo), N, Hd, d, A, p.y, DType::f32);
+  }
+  { HF_PHASE("add_rmsnorm_forward");
   add_rmsnorm_forward(x_in, p.y, s.xmid, P + lb + lo_.mlp_norm, N, d, cfg_.norm_eps, s.h2, A, s.rstd2);
+  }
+  { HF_PHASE("linear_forward");
   linear_forward(s.h2, W(lb + lo_.wgate), N, d, 2 * F, A, s.gu, A);
+  }
+  { HF_PHASE("swiglu_forward");
   swiglu_forward(s.gu, N, F, p.act, A);
+  }
+  { HF_PHASE("linear_forward");
   linear_forward(p.act, W(lb + lo_.wdown), N, F, d, A, p.y, DType::f32);
+  }
 }
 
 void Model::layer_backward(int64_t l, const Plan& p, const Slot& s, const float* x_in) {
@@ -206,29 +257,59 @@ void Model::layer_backward(int64_t l, const Plan& p, const Slot& s, const float*
   float* G = grads();
   void* copy = A == DType::bf16 ? p.dxc : nullptr;
   // MLP: p.dxc holds d loss / d (xmid + y_down) in the GEMM dtype.
+  { HF_PHASE("swiglu_forward");
   swiglu_forward(s.gu, N, F, p.act, A);
+  }
+  { HF_PHASE("linear_backward_weight");
   linear_backward_weight(p.dxc, p.act, N, F, d, A, G + lb + lo_.wdown);
+  }
+  { HF_PHASE("linear_backward_input");
   linear_backward_input(p.dxc, W(lb + lo_.wdown), N, F, d, A, p.dact_att, A);
+  }
+  { HF_PHASE("swiglu_backward");
   swiglu_backward(p.dact_att, s.gu, N, F, p.dgu_qkv, A);
+  }
+  { HF_PHASE("linear_backward_weight");
   linear_backward_weight(p.dgu_qkv, s.h2, N, d, 2 * F, A, G + lb + lo_.wgate);
+  }
+  { HF_PHASE("linear_backward_input");
   linear_backward_input(p.dgu_qkv, W(lb + lo_.wgate), N, d, 2 * F, A, p.dh, DType::f32);
+  }
+  { HF_PHASE("rmsnorm_backward");
   rmsnorm_backward(p.dh, s.xmid, s.rstd2, P + lb + lo_.mlp_norm, N, d, p.dx, G + lb + lo_.mlp_norm, copy, A);
+  }
   // Attention.
+  { HF_PHASE("linear_backward_weight");
   linear_backward_weight(p.dxc, s.att, N, Hd, d, A, G + lb + lo_.wo);
+  }
+  { HF_PHASE("linear_backward_input");
   linear_backward_input(p.dxc, W(lb + lo_.wo), N, Hd, d, A, p.dact_att, A);
+  }
   AttentionShape as;
   as.B = B; as.T = T; as.S = T; as.H = H; as.Hkv = Hkv; as.D = D; as.causal = true; as.dtype = A;
+  { HF_PHASE("attention_backward");
   attention_backward(as, p.dact_att, s.q, s.k, s.v, s.att, s.lse, p.dq, p.dk, p.dv);
+  }
+  { HF_PHASE("rope_qkv_backward");
   rope_qkv_backward(p.dq, p.dk, p.dv, B, T, H, Hkv, D, {rope_cos_.data(), rope_sin_.data()}, p.dgu_qkv, A);
+  }
+  { HF_PHASE("linear_backward_weight");
   linear_backward_weight(p.dgu_qkv, s.h1, N, d, Hd + 2 * Kd, A, G + lb + lo_.wq);
+  }
+  { HF_PHASE("linear_backward_input");
   linear_backward_input(p.dgu_qkv, W(lb + lo_.wq), N, d, Hd + 2 * Kd, A, p.dh, DType::f32);
+  }
+  { HF_PHASE("rmsnorm_backward");
   rmsnorm_backward(p.dh, x_in, s.rstd1, P + lb + lo_.attn_norm, N, d, p.dx, G + lb + lo_.attn_norm, copy, A);
+  }
 }
 
 Model::Plan& Model::run_forward(const int32_t* tokens, int64_t B, int64_t T, bool train) {
   Plan& p = plan(B, T, train);
   const int64_t N = B * T, d = cfg_.d_model, L = cfg_.n_layers, Kd = cfg_.n_kv_heads * cfg_.head_dim();
+  { HF_PHASE("embedding_forward");
   embedding_forward(tokens, N, params(), d, p.xres);
+  }
   const float* prev = p.xres;
   const float* add = nullptr;
   for (int64_t l = 0; l < L; ++l) {
@@ -239,7 +320,9 @@ Model::Plan& Model::run_forward(const int32_t* tokens, int64_t B, int64_t T, boo
     add = p.y;
   }
   float* xL = train ? p.xres + L * N * d : p.xres;
+  { HF_PHASE("add_rmsnorm_forward");
   add_rmsnorm_forward(prev, add, xL, params() + final_norm_offset(), N, d, cfg_.norm_eps, p.hf, cfg_.dtype, p.rstdf);
+  }
   return p;
 }
 
@@ -259,17 +342,24 @@ double Model::forward_backward(const int32_t* tokens, const int32_t* targets, in
   const int64_t N = B * T, d = cfg_.d_model, V = cfg_.vocab_size, L = cfg_.n_layers;
   check_tokens(tokens, N, B, T);
   const int64_t count = count_targets(targets, N, V);
+  { HF_PHASE("refresh_weights");
   refresh_weights();
+  }
   Plan& p = run_forward(tokens, B, T, true);
   const DType A = cfg_.dtype;
   const int64_t out = cfg_.tie_embeddings ? 0 : lm_head_offset();
   const float scale = count > 0 ? 1.0f / float(count) : 0.0f;
-  const double sum = cross_entropy_fused(p.hf, W(out), targets, N, d, V, A, p.ce_chunk, scale, p.dh, grads() + out,
-                                         p.ce_work);
-  std::memset(p.dx, 0, size_t(N * d) * 4);
+  double sum;
+  {
+    HF_PHASE("cross_entropy_fused");
+    sum = cross_entropy_fused(p.hf, W(out), targets, N, d, V, A, p.ce_chunk, scale, p.dh, grads() + out, p.ce_work);
+  }
+  std::memset(p.dx, 0, size_t(N * d) * 4);  // d loss / d (final residual) starts at 0
   const int64_t fn = final_norm_offset();
+  { HF_PHASE("rmsnorm_backward");
   rmsnorm_backward(p.dh, p.xres + L * N * d, p.rstdf, params() + fn, N, d, p.dx, grads() + fn,
                    A == DType::bf16 ? p.dxc : nullptr, A);
+  }
   if (hook) hook(fn, n_params_);
   const int64_t Kd = cfg_.n_kv_heads * cfg_.head_dim();
   for (int64_t l = L - 1; l >= 0; --l) {
@@ -279,24 +369,32 @@ double Model::forward_backward(const int32_t* tokens, const int32_t* targets, in
     layer_backward(l, p, s, x_in);
     if (hook) hook(layer_begin(l), layer_begin(l + 1));
   }
+  { HF_PHASE("embedding_backward");
   embedding_backward(tokens, N, p.dx, d, V, grads());
+  }
   if (hook) hook(0, embed_size());
   return count > 0 ? sum / double(count) : std::numeric_limits<double>::quiet_NaN();
 }
 
 void Model::forward(const int32_t* tokens, int64_t B, int64_t T, float* logits) {
   check_tokens(tokens, B * T, B, T);
+  { HF_PHASE("refresh_weights");
   refresh_weights();
+  }
   Plan& p = run_forward(tokens, B, T, false);
+  { HF_PHASE("linear_forward");
   linear_forward(p.hf, W(cfg_.tie_embeddings ? 0 : lm_head_offset()), B * T, cfg_.d_model, cfg_.vocab_size,
                  cfg_.dtype, logits, DType::f32);
+  }
 }
 
 double Model::loss(const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T, int64_t* count) {
   const int64_t N = B * T;
   check_tokens(tokens, N, B, T);
   *count = count_targets(targets, N, cfg_.vocab_size);
+  { HF_PHASE("refresh_weights");
   refresh_weights();
+  }
   Plan& p = run_forward(tokens, B, T, false);
   return cross_entropy_fused(p.hf, W(cfg_.tie_embeddings ? 0 : lm_head_offset()), targets, N, cfg_.d_model,
                              cfg_.vocab_size, cfg_.dtype, p.ce_chunk, 1.0f, nullptr, nullptr, p.ce_work);
@@ -313,7 +411,9 @@ void Model::decode(const int32_t* tokens, int64_t n, int64_t pos0, float* logits
   if (kv_.bytes < 2 * L * S * Kd * es) kv_.reset(2 * L * S * Kd * es, true);
   if (pos0 == 0) refresh_weights();  // a new sequence: weights may have changed since the last one
   Plan& p = plan(1, n, false);
+  { HF_PHASE("embedding_forward");
   embedding_forward(tokens, n, params(), d, p.xres);
+  }
   const float* prev = p.xres;
   const float* add = nullptr;
   char* kv = static_cast<char*>(kv_.ptr);
@@ -326,10 +426,14 @@ void Model::decode(const int32_t* tokens, int64_t n, int64_t pos0, float* logits
     add = p.y;
   }
   const int64_t last = (n - 1) * d;
+  { HF_PHASE("add_rmsnorm_forward");
   add_rmsnorm_forward(prev + last, add + last, p.xres + last, params() + final_norm_offset(), 1, d, cfg_.norm_eps,
                       p.hf, cfg_.dtype, p.rstdf);
+  }
+  { HF_PHASE("linear_forward");
   linear_forward(p.hf, W(cfg_.tie_embeddings ? 0 : lm_head_offset()), 1, d, cfg_.vocab_size, cfg_.dtype, logits,
                  DType::f32);
+  }
   kv_len_ = pos0 + n;
 }
 

@@ -26,18 +26,13 @@ void fwd(const float* x, const float* add, float* x_out, const float* w, int64_t
     for (int64_t n = lo; n < hi; ++n) {
       const float* xr = x + n * d;
       float* xo = x_out + n * d;
-      float ss = 0.0f;
       if (add) {
         const float* ar = add + n * d;
-        for (int64_t j = 0; j < d; ++j) {
-          const float v = xr[j] + ar[j];
-          xo[j] = v;
-          ss += v * v;
-        }
-      } else {
-        for (int64_t j = 0; j < d; ++j) ss += xr[j] * xr[j];
-        if (xo != xr) std::memcpy(xo, xr, sizeof(float) * d);
+        for (int64_t j = 0; j < d; ++j) xo[j] = xr[j] + ar[j];
+      } else if (xo != xr) {
+        std::memcpy(xo, xr, sizeof(float) * d);
       }
+      const float ss = row_sumsq(xo, d);
       const float r = 1.0f / std::sqrt(ss / float(d) + eps);
       if (rstd) rstd[n] = r;
       H* hr = h + n * d;
@@ -53,6 +48,7 @@ void bwd(const float* dh, const float* x, const float* rstd, const float* w, int
   const int64_t nchunks = (N + kChunk - 1) / kChunk;
   std::vector<float> partial(size_t(nchunks * d));
   parallel_for(0, nchunks, 1, [&](int64_t clo, int64_t chi) {
+    std::vector<float> gw(static_cast<size_t>(d));
     for (int64_t c = clo; c < chi; ++c) {
       float* pw = partial.data() + c * d;
       std::fill(pw, pw + d, 0.0f);
@@ -60,16 +56,14 @@ void bwd(const float* dh, const float* x, const float* rstd, const float* w, int
         const float* g = dh + n * d;
         const float* xr = x + n * d;
         const float r = rstd[n];
-        float dot = 0.0f;
         for (int64_t j = 0; j < d; ++j) {
-          const float xh = xr[j] * r;
-          dot += g[j] * w[j] * xh;
-          pw[j] += g[j] * xh;
+          gw[j] = g[j] * w[j];
+          pw[j] += g[j] * (xr[j] * r);
         }
-        const float m = dot / float(d);
+        const float m = row_dot(gw.data(), xr, d) * r / float(d);
         float* dr = dx + n * d;
         for (int64_t j = 0; j < d; ++j) {
-          const float v = dr[j] + r * (g[j] * w[j] - xr[j] * r * m);
+          const float v = dr[j] + r * (gw[j] - xr[j] * r * m);
           dr[j] = v;
           if (copy) st(copy + n * d, j, v);
         }

@@ -9,24 +9,36 @@
  * gradients and the input gradient are again one GEMM each. Math in f32 (fast_exp vectorises),
  * storage f32 or bf16. One read and one write per element.
  */
+#include <type_traits>
+#include <vector>
+
 #include "model/kernels.h"
 #include "runtime/parallel.h"
 
 namespace hf::model {
 namespace {
 
+// s[j] = 1 / (1 + exp(-g[j])), 4 lanes at a time (kernels.h: sigmoid_row_f32).
+template <class A>
+void sigmoid_row(const A* g, float* s, int64_t F) {
+  if constexpr (std::is_same_v<A, float>) {
+    sigmoid_row_f32(g, s, F);
+  } else {
+    for (int64_t j = 0; j < F; ++j) s[j] = ld(g, j);
+    sigmoid_row_f32(s, s, F);
+  }
+}
+
 template <class A>
 void fwd(const A* gu, int64_t N, int64_t F, A* act) {
   parallel_for(0, N, std::max<int64_t>(1, 4096 / F), [&](int64_t lo, int64_t hi) {
+    std::vector<float> sig(static_cast<size_t>(F));
     for (int64_t n = lo; n < hi; ++n) {
       const A* g = gu + n * 2 * F;
       const A* u = g + F;
       A* a = act + n * F;
-      for (int64_t j = 0; j < F; ++j) {
-        const float gv = ld(g, j);
-        const float s = 1.0f / (1.0f + fast_exp(-gv));
-        st(a, j, gv * s * ld(u, j));
-      }
+      sigmoid_row(g, sig.data(), F);
+      for (int64_t j = 0; j < F; ++j) st(a, j, ld(g, j) * sig[j] * ld(u, j));
     }
   });
 }
@@ -34,15 +46,17 @@ void fwd(const A* gu, int64_t N, int64_t F, A* act) {
 template <class A>
 void bwd(const A* dact, const A* gu, int64_t N, int64_t F, A* dgu) {
   parallel_for(0, N, std::max<int64_t>(1, 4096 / F), [&](int64_t lo, int64_t hi) {
+    std::vector<float> sig(static_cast<size_t>(F));
     for (int64_t n = lo; n < hi; ++n) {
       const A* g = gu + n * 2 * F;
       const A* u = g + F;
       const A* da = dact + n * F;
       A* dg = dgu + n * 2 * F;
       A* du = dg + F;
+      sigmoid_row(g, sig.data(), F);
       for (int64_t j = 0; j < F; ++j) {
         const float gv = ld(g, j), uv = ld(u, j), d = ld(da, j);
-        const float s = 1.0f / (1.0f + fast_exp(-gv));
+        const float s = sig[j];
         st(dg, j, d * uv * s * (1.0f + gv * (1.0f - s)));
         st(du, j, d * gv * s);
       }
