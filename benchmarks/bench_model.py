@@ -13,8 +13,8 @@ One training step = zero_grad + forward + backward + AdamW over B x T tokens. Ro
 Correctness first: our loss and logits on the benchmark model must match transformers' (fp32).
 MFU = tokens/s * model.flops_per_token(T) / machine GEMM peak (fp32 or bf16 as the row's dtype),
 flops_per_token = 6 * N_matmul + 6 * n_layers * T * d_model (see Model.flops_per_token).
-Peak RSS of ours is measured by resetting the kernel's high-water mark (/proc/self/clear_refs)
-before our rows; the lower bound is params + grads + AdamW state (16 bytes/param) + the activations
+Our rows run in a fresh subprocess; peak RSS is its high-water mark (reset through
+/proc/self/clear_refs after imports) minus the RSS before the model was built; the lower bound is params + grads + AdamW state (16 bytes/param) + the activations
 a non-recomputing backward must keep (see activation_lower_bound).
 
     python -m benchmarks.bench_model [--quick] [--presets 10m,nano] [--no-compile]
@@ -22,9 +22,14 @@ a non-recomputing backward must keep (see activation_lower_bound).
 
 from __future__ import annotations
 
+import argparse
 import gc
+import json
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -156,12 +161,43 @@ def check_correct(model: Any, x: np.ndarray, y: np.ndarray) -> None:
         raise AssertionError(f"loss {lo} differs from transformers' {lt}")
 
 
+def run_ours(name: str, dtype: str, V: int, B: int, T: int, quick: bool, threads: int) -> dict[str, Any]:
+    """Time our training step in THIS process (called in a fresh subprocess by main, so that the
+    peak-RSS high-water mark belongs to our model alone)."""
+    from homeforge import Model, ModelConfig
+
+    cfg = ModelConfig.preset(name, vocab_size=V, dtype=dtype)
+    data = np.random.default_rng(0).integers(0, V, (B, T + 1))
+    x, y = np.ascontiguousarray(data[:, :-1]), np.ascontiguousarray(data[:, 1:])
+    gc.collect()
+    base = rss_now()
+    have_peak = reset_peak()
+    model = Model(cfg, seed=0)
+    opt, label = make_optimizer(model)
+
+    def step() -> None:
+        model.zero_grad()
+        model.forward_backward(x, y)
+        opt.step()
+
+    t = timeit(step, min_time=0.2 if quick else 1.0, min_runs=3, warmup=1)["median"]
+    return {"step_s": t, "peak_rss": (rss_peak() - base) if have_peak else None, "optimizer": label,
+            "params": model.num_parameters(), "flops_per_token": model.flops_per_token(T),
+            "lower_bound": 16 * model.num_parameters() + activation_lower_bound(cfg, B, T),
+            "state_bytes": model.state_bytes()}
+
+
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--presets", default=None, help="comma-separated presets (default 10m,nano; quick: 10m)")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     threads = set_threads(args.threads)
+    if args.worker:
+        name, dtype, V, B, T = args.worker.split(",")
+        print("RESULT " + json.dumps(run_ours(name, dtype, int(V), int(B), int(T), args.quick, threads)))
+        return
     import torch
 
     import homeforge
@@ -176,37 +212,26 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     for name in presets:
         V, B, T = shapes[name]
+        data = np.random.default_rng(0).integers(0, V, (B, T + 1))
+        x, y = np.ascontiguousarray(data[:, :-1]), np.ascontiguousarray(data[:, 1:])
+        check_correct(Model(ModelConfig.preset(name, vocab_size=V), seed=0), x, y)
         for dtype in ("fp32", "bf16"):
-            cfg = ModelConfig.preset(name, vocab_size=V, dtype=dtype)
-            rng = np.random.default_rng(0)
-            data = rng.integers(0, V, (B, T + 1))
-            x, y = np.ascontiguousarray(data[:, :-1]), np.ascontiguousarray(data[:, 1:])
-            gc.collect()
-            base_rss = rss_now()
-            have_peak = reset_peak()
-            model = Model(cfg, seed=0)
-            if dtype == "fp32":
-                check_correct(model, x, y)
-            opt, opt_label = make_optimizer(model)
-
-            def ours() -> None:
-                model.zero_grad()
-                model.forward_backward(x, y)
-                opt.step()
-
-            t = timeit(ours, min_time=1.0 if not args.quick else 0.2, min_runs=3, warmup=1)["median"]
-            peak = rss_peak() - base_rss if have_peak else None
-            fpt = model.flops_per_token(T)
+            cmd = [sys.executable, "-m", "benchmarks.bench_model", "--worker", f"{name},{dtype},{V},{B},{T}",
+                   "--threads", str(threads)] + (["--quick"] if args.quick else [])
+            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+            res = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+            if proc.returncode != 0 or not res:
+                raise RuntimeError(f"worker failed: {proc.stderr[-2000:]}")
+            r = json.loads(res[0][7:])
+            t, fpt = r["step_s"], r["flops_per_token"]
             peak_gf = limits["gemm_bf16_gflops" if dtype == "bf16" else "gemm_f32_gflops"]
-            lower = 16 * model.num_parameters() + activation_lower_bound(cfg, B, T)
-            row = {"preset": name, "dtype": dtype, "impl": "homeforge", "B": B, "T": T,
-                   "params_M": model.num_parameters() / 1e6, "tok/s": B * T / t, "step_ms": t * 1e3,
-                   "MFU": B * T / t * fpt / (peak_gf * 1e9), "peak_rss_MiB": peak / 2**20 if peak else None,
-                   "lower_bound_MiB": lower / 2**20, "optimizer": opt_label, "flops_per_token": fpt}
-            rows.append(row)
-            ours_tps = row["tok/s"]
-            del model, opt
-            gc.collect()
+            ours_tps = B * T / t
+            rows.append({"preset": name, "dtype": dtype, "impl": "homeforge", "B": B, "T": T,
+                         "params_M": r["params"] / 1e6, "tok/s": ours_tps, "step_ms": t * 1e3,
+                         "MFU": ours_tps * fpt / (peak_gf * 1e9),
+                         "peak_rss_MiB": r["peak_rss"] / 2**20 if r["peak_rss"] is not None else None,
+                         "lower_bound_MiB": r["lower_bound"] / 2**20, "optimizer": r["optimizer"],
+                         "flops_per_token": fpt, "note": r["optimizer"]})
             bf16 = dtype == "bf16"
             for compiled in (False, True):
                 label = "torch.compile" if compiled else "torch eager"
@@ -220,7 +245,8 @@ def main() -> None:
                     warm = time.perf_counter() - t0
                     tt = timeit(step, min_time=1.0 if not args.quick else 0.2, min_runs=3, warmup=1)["median"]
                 except Exception as e:  # torch.compile may not work on this machine: say why
-                    rows.append({"preset": name, "dtype": dtype, "impl": label, "note": f"skipped: {type(e).__name__}: {str(e)[:120]}"})
+                    rows.append({"preset": name, "dtype": dtype, "impl": label,
+                                 "note": f"skipped: {type(e).__name__}: {str(e)[:120]}"})
                     continue
                 rows.append({"preset": name, "dtype": dtype, "impl": label, "B": B, "T": T, "tok/s": B * T / tt,
                              "step_ms": tt * 1e3, "MFU": B * T / tt * fpt / (peak_gf * 1e9),
