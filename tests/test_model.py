@@ -263,6 +263,27 @@ def test_from_pretrained_of_transformers_dir(tmp_path):
             Model.from_pretrained(tmp_path)
 
 
+def test_from_pretrained_bf16_sharded_checkpoint(tmp_path):
+    """A bf16 checkpoint split over several safetensors files (transformers' sharding)."""
+    cfg = transformers.LlamaConfig(vocab_size=40, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                                   num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=16,
+                                   tie_word_embeddings=True)
+    torch.manual_seed(1)
+    hf = transformers.LlamaForCausalLM(cfg).to(torch.bfloat16)
+    hf.save_pretrained(tmp_path, max_shard_size="20KB")
+    assert (tmp_path / "model.safetensors.index.json").is_file()
+    m = Model.from_pretrained(tmp_path)
+    assert m.config.tie_embeddings and m.config.n_kv_heads == 1
+    ref32 = transformers.LlamaForCausalLM(cfg).float()
+    ref32.load_state_dict({k: v.float() for k, v in hf.state_dict().items()})
+    np.testing.assert_array_equal(m.named_parameters()["model.layers.1.mlp.up_proj.weight"],
+                                  hf.model.layers[1].mlp.up_proj.weight.detach().float().numpy())
+    tok = np.random.default_rng(2).integers(0, 40, (1, 9))
+    with torch.no_grad():
+        ref = ref32.eval()(input_ids=torch.from_numpy(tok)).logits.numpy()
+    np.testing.assert_allclose(m.forward(tok), ref, rtol=1e-5, atol=2e-5)
+
+
 def test_bad_input():
     m = Model(tiny(), seed=0)
     ok = np.zeros((1, 4), dtype=np.int64)

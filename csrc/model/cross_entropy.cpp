@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "model/kernels.h"
+#include "model/profile.h"
 #include "runtime/parallel.h"
 
 namespace hf::model {
@@ -41,7 +42,11 @@ double cross_entropy_fused(const void* h, const void* W, const int32_t* targets,
       if (dh) std::fill(dh + r0 * d, dh + (r0 + rows) * d, 0.0f);
       continue;
     }
-    linear_forward(hr, W, rows, d, V, ht, logits, DType::f32);
+    {
+      HF_PHASE("ce_logits_gemm");
+      linear_forward(hr, W, rows, d, V, ht, logits, DType::f32);
+    }
+    HF_PHASE("ce_softmax_and_grad_gemms");
     parallel_for(0, rows, 1, [&](int64_t lo, int64_t hi) {
       for (int64_t i = lo; i < hi; ++i) {
         float* l = logits + i * V;

@@ -20,6 +20,7 @@
  * SwiGLU's output is always recomputed in backward (one cheap pass instead of N*F per layer).
  */
 #include "model/model.h"
+#include "model/profile.h"
 
 #include <cmath>
 #include <cstdlib>
@@ -36,35 +37,6 @@
 #include "runtime/parallel.h"
 
 namespace hf::model {
-
-// ---- optional phase timing (HOMEFORGE_MODEL_PROFILE=1): wall time per kernel kind ------------
-namespace {
-bool profiling() {
-  static const bool on = [] { const char* e = std::getenv("HOMEFORGE_MODEL_PROFILE"); return e && *e && *e != '0'; }();
-  return on;
-}
-std::mutex g_prof_mutex;
-std::map<std::string, double> g_prof;
-struct Phase {
-  const char* name;
-  std::chrono::steady_clock::time_point t0;
-  explicit Phase(const char* n) : name(n) { if (profiling()) t0 = std::chrono::steady_clock::now(); }
-  ~Phase() {
-    if (!profiling()) return;
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-    std::lock_guard<std::mutex> lock(g_prof_mutex);
-    g_prof[name] += s;
-  }
-};
-}  // namespace
-#define HF_PHASE(name) Phase hf_phase_##__LINE__(name)
-
-std::map<std::string, double> take_profile() {
-  std::lock_guard<std::mutex> lock(g_prof_mutex);
-  auto out = g_prof;
-  g_prof.clear();
-  return out;
-}
 
 void AlignedBuf::reset(int64_t nbytes, bool zero) {
   std::free(ptr);

@@ -24,11 +24,9 @@
 #include <vector>
 
 #include "model/kernels.h"
+#include "model/profile.h"
 
 namespace hf::model {
-
-// Accumulated wall seconds per kernel kind since the last call (HOMEFORGE_MODEL_PROFILE=1).
-std::map<std::string, double> take_profile();
 
 struct Config {
   int64_t vocab_size = 0, d_model = 0, n_layers = 0, n_heads = 0, n_kv_heads = 0, ffn_hidden = 0, max_seq_len = 0;
