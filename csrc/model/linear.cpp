@@ -12,6 +12,7 @@
 #include <emmintrin.h>
 
 #include "model/kernels.h"
+#include "runtime/cpu_features.h"
 #include "runtime/parallel.h"
 
 namespace hf::model {
@@ -38,7 +39,16 @@ inline __m128 exp4(__m128 x) {
 
 }  // namespace
 
+// AVX-512 versions (rowops_avx512.cpp), used when the CPU and the ISA limit allow.
+void exp_shift_inplace_avx512(float* x, int64_t n, float shift);
+void sigmoid_row_avx512(const float* g, float* out, int64_t n);
+float row_max_avx512(const float* x, int64_t n);
+float row_sum_avx512(const float* x, int64_t n);
+
+static bool use_avx512() { return active_isa() >= Isa::avx512; }
+
 void exp_shift_inplace(float* x, int64_t n, float shift) {
+  if (use_avx512()) return exp_shift_inplace_avx512(x, n, shift);
   const __m128 s = _mm_set1_ps(shift);
   int64_t j = 0;
   for (; j + 4 <= n; j += 4) _mm_storeu_ps(x + j, exp4(_mm_sub_ps(_mm_loadu_ps(x + j), s)));
@@ -46,6 +56,7 @@ void exp_shift_inplace(float* x, int64_t n, float shift) {
 }
 
 void sigmoid_row_f32(const float* g, float* s, int64_t n) {
+  if (use_avx512()) return sigmoid_row_avx512(g, s, n);
   const __m128 one = _mm_set1_ps(1.0f), zero = _mm_setzero_ps();
   int64_t j = 0;
   for (; j + 4 <= n; j += 4)
@@ -55,17 +66,20 @@ void sigmoid_row_f32(const float* g, float* s, int64_t n) {
 
 #define HF_REASSOC __attribute__((optimize("-fassociative-math", "-fno-signed-zeros", "-fno-trapping-math", "-ffinite-math-only")))
 
-HF_REASSOC float row_max(const float* x, int64_t n) {
+HF_REASSOC static float row_max_generic(const float* x, int64_t n) {
   float m = x[0];
   for (int64_t i = 1; i < n; ++i) m = x[i] > m ? x[i] : m;
   return m;
 }
 
-HF_REASSOC float row_sum(const float* x, int64_t n) {
+HF_REASSOC static float row_sum_generic(const float* x, int64_t n) {
   float s = 0.0f;
   for (int64_t i = 0; i < n; ++i) s += x[i];
   return s;
 }
+
+float row_max(const float* x, int64_t n) { return use_avx512() ? row_max_avx512(x, n) : row_max_generic(x, n); }
+float row_sum(const float* x, int64_t n) { return use_avx512() ? row_sum_avx512(x, n) : row_sum_generic(x, n); }
 
 HF_REASSOC float row_sumsq(const float* x, int64_t n) {
   float s = 0.0f;

@@ -13,11 +13,12 @@
  * and the next layer (or the final norm) starts with x = xmid + y, fused into its norm.
  *
  * Activation memory is planned once per (B, T, train) in one aligned workspace: the per-layer
- * slots (h1, q, k, v, att, lse, xmid, h2, gu and the norm statistics), the residual stream per
+ * slots (h1, q, k, v, att, lse, xmid, h2, gu, act and the norm statistics), the residual stream per
  * layer, and backward scratch that is reused by every layer (dgu/dqkv and dact/datt share space
  * since they are never live together). With recompute, only the residual stream is kept per layer
  * and one slot is re-filled by re-running that layer's forward just before its backward.
- * SwiGLU's output is always recomputed in backward (one cheap pass instead of N*F per layer).
+ * SwiGLU's output is kept (it is the down projection's GEMM input): recomputing it costs a
+ * sigmoid pass per layer, which measured more than its N*F memory is worth.
  */
 #include "model/model.h"
 #include "model/profile.h"
@@ -148,13 +149,13 @@ int64_t Model::layout(Plan& p, char* base, int64_t B, int64_t T, bool train) con
     s.h2 = take(N * d * es);
     s.rstd2 = reinterpret_cast<float*>(take(N * 4));
     s.gu = take(N * 2 * F * es);
+    s.act = take(N * F * es);
   }
   p.xres = reinterpret_cast<float*>(take((train ? L + 1 : 1) * N * d * 4));
   p.hf = take(N * d * es);
   p.rstdf = reinterpret_cast<float*>(take(N * 4));
   p.qkvf = reinterpret_cast<float*>(take(N * (Hd + 2 * Kd) * 4));
   p.y = reinterpret_cast<float*>(take(N * d * 4));
-  p.act = take(N * F * es);
   // Cross-entropy chunk: at most ~16 MiB of f32 logits at a time, at least 16 rows.
   p.ce_chunk = std::min<int64_t>(N, std::max<int64_t>(16, (int64_t(16) << 20) / (4 * V)));
   p.ce_work = take(ce_workspace_bytes(p.ce_chunk, V, cfg_.dtype));
@@ -213,10 +214,10 @@ void Model::layer_forward(int64_t l, const Plan& p, const Slot& s, const float* 
   linear_forward(s.h2, W(lb + lo_.wgate), N, d, 2 * F, A, s.gu, A);
   }
   { HF_PHASE("swiglu_forward");
-  swiglu_forward(s.gu, N, F, p.act, A);
+  swiglu_forward(s.gu, N, F, s.act, A);
   }
   { HF_PHASE("linear_forward");
-  linear_forward(p.act, W(lb + lo_.wdown), N, F, d, A, p.y, DType::f32);
+  linear_forward(s.act, W(lb + lo_.wdown), N, F, d, A, p.y, DType::f32);
   }
 }
 
@@ -229,11 +230,8 @@ void Model::layer_backward(int64_t l, const Plan& p, const Slot& s, const float*
   float* G = grads();
   void* copy = A == DType::bf16 ? p.dxc : nullptr;
   // MLP: p.dxc holds d loss / d (xmid + y_down) in the GEMM dtype.
-  { HF_PHASE("swiglu_forward");
-  swiglu_forward(s.gu, N, F, p.act, A);
-  }
   { HF_PHASE("linear_backward_weight");
-  linear_backward_weight(p.dxc, p.act, N, F, d, A, G + lb + lo_.wdown);
+  linear_backward_weight(p.dxc, s.act, N, F, d, A, G + lb + lo_.wdown);
   }
   { HF_PHASE("linear_backward_input");
   linear_backward_input(p.dxc, W(lb + lo_.wdown), N, F, d, A, p.dact_att, A);

@@ -79,7 +79,7 @@ class Model {
 
  private:
   struct Slot {  // the activations one layer keeps for its backward
-    void *h1, *q, *k, *v, *att, *h2, *gu;
+    void *h1, *q, *k, *v, *att, *h2, *gu, *act;
     float *rstd1, *lse, *xmid, *rstd2;
   };
   struct Plan {
@@ -90,7 +90,6 @@ class Model {
     void* hf = nullptr;     // final norm output (N, d) A
     float* rstdf = nullptr;
     float *qkvf = nullptr, *y = nullptr;  // GEMM outputs (f32)
-    void* act = nullptr;                  // (N, F) A
     float *dx = nullptr, *dh = nullptr;
     void *dxc = nullptr, *dgu_qkv = nullptr, *dact_att = nullptr, *dq = nullptr, *dk = nullptr, *dv = nullptr;
     void* ce_work = nullptr;
