@@ -194,6 +194,9 @@ def main() -> None:
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     p.add_argument("--compile-presets", default="10m",
                    help="presets timed under torch.compile too (compiling takes minutes on 2 cores; default 10m)")
+    p.add_argument("--gemm-peak-f32", type=float, default=None,
+                   help="GFLOP/s to compute MFU against instead of machine_limits() (e.g. the idle peak)")
+    p.add_argument("--gemm-peak-bf16", type=float, default=None, help="likewise for bf16")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = p.parse_args()
     threads = set_threads(args.threads)
@@ -206,7 +209,11 @@ def main() -> None:
     import homeforge
     from homeforge import Model, ModelConfig
 
-    limits = machine_limits(quick=args.quick)
+    limits = dict(machine_limits(quick=args.quick))
+    if args.gemm_peak_f32:
+        limits["gemm_f32_gflops"] = args.gemm_peak_f32
+    if args.gemm_peak_bf16:
+        limits["gemm_bf16_gflops"] = args.gemm_peak_bf16
     presets = (args.presets or ("10m" if args.quick else "10m,nano")).split(",")
     shapes = {"1m": (2048, 8, 128), "10m": (8192, 8, 256), "nano": (32000, 4, 256), "mini": (32000, 2, 256)}
     if args.quick:

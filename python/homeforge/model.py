@@ -59,16 +59,16 @@ class ModelConfig:
     f32 master weights, f32 residual stream, norm statistics, softmax and loss). ``recompute``
     re-runs each layer's forward during backward instead of keeping its activations.
 
-    Presets (:meth:`preset`), parameter counts as non-embedding + ``vocab_size * d_model``
-    (tied embeddings):
+    Presets (:meth:`preset`); parameters = non-embedding (layers + final norm) +
+    ``vocab_size * d_model`` (tied embeddings; untied adds that again):
 
     ======  =======  ========  =====  =======  ======  =======  ==============================
     name    d_model  n_layers  heads  kv_hds   ffn     max_seq  non-embedding params
     ======  =======  ========  =====  =======  ======  =======  ==============================
-    1m      128      4         4      2        384     256      0.72M (+0.26M at V=2048)
-    10m     256      10        8      4        704     512      7.38M (+2.10M at V=8192)
-    nano    768      12        12     12       2048    1024     84.95M (+38.6M at V=50257)
-    mini    1024     24        16     16       2816    1024     308.4M (+32.8M at V=32000)
+    1m      128      4         4      2        384     256      0.79M (+0.26M = 1.05M at V=2048)
+    10m     256      10        8      4        704     512      7.38M (+2.10M = 9.48M at V=8192)
+    nano    768      12        12     12       2048    1024     84.95M (+38.6M = 123.6M at V=50257)
+    mini    1024     24        16     16       2816    1024     308.3M (+32.8M = 341.1M at V=32000)
     ======  =======  ========  =====  =======  ======  =======  ==============================
 
     >>> cfg = ModelConfig.preset("1m", vocab_size=2048)
