@@ -15,6 +15,16 @@ torch = pytest.importorskip("torch", reason="torch is the reference implementati
 transformers = pytest.importorskip("transformers", reason="transformers' LlamaForCausalLM is the reference")
 
 
+@pytest.fixture(autouse=True)
+def torch_single_thread():
+    """The references are tiny: one torch thread avoids OpenMP spin-waiting against our oneTBB
+    workers on a loaded 2-core machine (which made steps 100x slower)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def tiny(**kw) -> ModelConfig:
     base = dict(vocab_size=97, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden=48, max_seq_len=32)
     base.update(kw)

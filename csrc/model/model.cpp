@@ -156,8 +156,10 @@ int64_t Model::layout(Plan& p, char* base, int64_t B, int64_t T, bool train) con
   p.rstdf = reinterpret_cast<float*>(take(N * 4));
   p.qkvf = reinterpret_cast<float*>(take(N * (Hd + 2 * Kd) * 4));
   p.y = reinterpret_cast<float*>(take(N * d * 4));
-  // Cross-entropy chunk: at most ~16 MiB of f32 logits at a time, at least 16 rows.
-  p.ce_chunk = std::min<int64_t>(N, std::max<int64_t>(16, (int64_t(16) << 20) / (4 * V)));
+  // Cross-entropy chunk: ~32 MiB of f32 logits at a time (at least 64 rows). Each chunk re-reads
+  // and re-writes the (V, d) f32 gradient of the output matrix in its dW GEMM, so chunks should
+  // not be too small either: 32 MiB keeps that traffic a few % of the head's GEMM time.
+  p.ce_chunk = std::min<int64_t>(N, std::max<int64_t>(64, (int64_t(32) << 20) / (4 * V)));
   p.ce_work = take(ce_workspace_bytes(p.ce_chunk, V, cfg_.dtype));
   if (train) {
     p.dx = reinterpret_cast<float*>(take(N * d * 4));

@@ -300,7 +300,8 @@ class Model:
         """Call fn(begin, end) (GIL held) whenever a flat gradient range becomes final in forward_backward.
 
         Order: [final norm, end) first, then each layer from the last to the first, then the
-        embedding [0, V*d); together they cover the whole buffer exactly once.
+        embedding [0, V*d); together they cover the whole buffer exactly once. An exception raised
+        by fn propagates out of forward_backward (gradients are then partially accumulated).
         """
         if fn is not None and not callable(fn):
             raise TypeError(f"hook must be callable or None, got {type(fn).__name__}")
