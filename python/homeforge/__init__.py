@@ -12,6 +12,7 @@ from . import _core
 from .runtime import get_num_threads, runtime_info, set_num_threads
 from . import optim
 from .model import Model, ModelConfig
+from .tokenizer import Tokenizer
 
 __version__: str = _core.__version__
 
@@ -23,4 +24,5 @@ __all__ = [
     "optim",
     "Model",
     "ModelConfig",
+    "Tokenizer",
 ]

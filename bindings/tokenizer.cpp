@@ -1,0 +1,421 @@
+/*
+ * tokenizer.cpp: bindings for the BPE tokenizer (csrc/tokenizer). The Python layer
+ * (python/homeforge/tokenizer.py) owns argument policy (special-token sets, custom regex
+ * splitting, formats); these functions move text in and ids out with the GIL released around
+ * the C++ work. Text crosses as UTF-8 from PyUnicode_AsUTF8AndSize (zero-copy for most str);
+ * a str with lone surrogates is repaired exactly as tiktoken does:
+ * text.encode("utf-16", "surrogatepass").decode("utf-16", "replace").
+ */
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <oneapi/tbb/parallel_for.h>
+#include <oneapi/tbb/task_arena.h>
+
+#include "bindings/common.h"
+#include "bindings/registry.h"
+#include "runtime/parallel.h"
+#include "tokenizer/bpe.h"
+#include "tokenizer/train.h"
+
+namespace hf_bind {
+namespace {
+
+using hf::tok::Bpe;
+using hf::tok::Pattern;
+using hf::tok::Trainer;
+
+// UTF-8 view of a str; `keep` holds a repaired copy alive when the str has lone surrogates.
+std::string_view utf8_of(const py::handle& obj, const char* what, py::object* keep) {
+  if (!PyUnicode_Check(obj.ptr()))
+    throw hf::TypeError(std::string(what) + " must be str, got " +
+                        py::str(py::type::handle_of(obj).attr("__name__")).cast<std::string>());
+  Py_ssize_t n = 0;
+  const char* p = PyUnicode_AsUTF8AndSize(obj.ptr(), &n);
+  if (p) return {p, (size_t)n};
+  PyErr_Clear();
+  *keep = obj.attr("encode")("utf-16", "surrogatepass").attr("decode")("utf-16", "replace");
+  p = PyUnicode_AsUTF8AndSize(keep->ptr(), &n);
+  if (!p) throw py::error_already_set();
+  return {p, (size_t)n};
+}
+
+// Bpe plus one Python int object per token id: building a result list is then an INCREF per
+// token instead of an allocation (ints are immutable, so sharing them is safe).
+struct BpePy : Bpe {
+  using Bpe::Bpe;
+  std::vector<PyObject*> ints;
+  ~BpePy() {
+    for (PyObject* o : ints) Py_XDECREF(o);
+  }
+  void make_ints() {
+    ints.resize(n_vocab());
+    for (uint32_t i = 0; i < n_vocab(); ++i) {
+      ints[i] = PyLong_FromUnsignedLong(i);
+      if (!ints[i]) throw py::error_already_set();
+    }
+  }
+};
+
+py::list to_list(const BpePy& b, const std::vector<uint32_t>& v) {
+  PyObject* l = PyList_New((Py_ssize_t)v.size());
+  if (!l) throw py::error_already_set();
+  PyObject* const* ints = b.ints.data();
+  const size_t n = v.size();
+  // The int objects are scattered over n_vocab * 32 bytes; prefetching a few tokens ahead hides
+  // the misses of the INCREFs.
+  for (size_t i = 0; i < n; ++i) {
+    if (i + 8 < n) __builtin_prefetch(ints[v[i + 8]], 1);
+    PyObject* o = ints[v[i]];
+    Py_INCREF(o);
+    PyList_SET_ITEM(l, (Py_ssize_t)i, o);
+  }
+  return py::reinterpret_steal<py::list>(l);
+}
+
+// A per-thread output buffer, emptied on each use: encoding into it reuses its pages instead of
+// growing a fresh vector (page faults cost ~15% of a list-returning encode). Large buffers are
+// released so one huge text does not pin memory.
+std::vector<uint32_t>& scratch() {
+  thread_local std::vector<uint32_t> buf;
+  if (buf.capacity() > (64u << 20)) std::vector<uint32_t>().swap(buf);
+  buf.clear();
+  return buf;
+}
+
+py::list to_list(const std::vector<uint32_t>& v) {
+  PyObject* l = PyList_New((Py_ssize_t)v.size());
+  if (!l) throw py::error_already_set();
+  for (size_t i = 0; i < v.size(); ++i) PyList_SET_ITEM(l, (Py_ssize_t)i, PyLong_FromUnsignedLong(v[i]));
+  return py::reinterpret_steal<py::list>(l);
+}
+
+std::vector<uint8_t> mask_of(const std::vector<bool>& m) { return std::vector<uint8_t>(m.begin(), m.end()); }
+
+// ids: a sequence of int or an integer numpy array -> uint32, range-checked.
+std::vector<uint32_t> ids_of(const py::handle& obj, uint32_t n_vocab) {
+  std::vector<uint32_t> out;
+  auto bad = [&](long long v, size_t i) {
+    throw hf::ValueError("token id " + std::to_string(v) + " at position " + std::to_string(i) +
+                         " is not in the vocabulary (n_vocab " + std::to_string(n_vocab) + ")");
+  };
+  if (py::isinstance<py::array>(obj)) {
+    py::array a = py::reinterpret_borrow<py::array>(obj);
+    const char kind = a.dtype().kind();
+    HF_CHECK(kind == 'i' || kind == 'u', TypeError, "ids must be integers, got a numpy array of " << dtype_str(a));
+    HF_CHECK(a.ndim() <= 1, ValueError, "ids must be 1-D, got shape " << shape_str(a));
+    py::array_t<int64_t, py::array::c_style | py::array::forcecast> b(a);
+    out.resize((size_t)b.size());
+    const int64_t* d = b.data();
+    for (size_t i = 0; i < out.size(); ++i) {
+      if (d[i] < 0 || d[i] > (int64_t)0xFFFFFFFF) bad(d[i], i);
+      out[i] = (uint32_t)d[i];
+    }
+    return out;
+  }
+  if (PyUnicode_Check(obj.ptr()) || PyBytes_Check(obj.ptr())) throw hf::TypeError("ids must be a sequence of int, not str/bytes");
+  py::sequence seq = py::reinterpret_borrow<py::sequence>(obj);
+  const size_t n = (size_t)py::len(seq);
+  out.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    py::object v = seq[i];
+    if (!PyLong_Check(v.ptr()) || PyBool_Check(v.ptr()))
+      throw hf::TypeError("ids must be int, got " + py::str(py::type::handle_of(v).attr("__name__")).cast<std::string>() +
+                          " at position " + std::to_string(i));
+    int overflow = 0;
+    const long long x = PyLong_AsLongLongAndOverflow(v.ptr(), &overflow);
+    if (overflow || x < 0 || x > 0xFFFFFFFFll) bad(overflow ? -1 : x, i);
+    out[i] = (uint32_t)x;
+  }
+  return out;
+}
+
+// Runs f(i) for i in [0, n) on the shared arena, or on a smaller arena of num_threads.
+template <class F>
+void for_items(int64_t n, int num_threads, F&& f) {
+  auto body = [&](int64_t lo, int64_t hi) {
+    for (int64_t i = lo; i < hi; ++i) f(i);
+  };
+  if (num_threads <= 0 || num_threads >= hf::num_threads() || hf::parallel_backend() == hf::Backend::serial) {
+    hf::parallel_for(0, n, 1, body);
+    return;
+  }
+  if (num_threads == 1) { body(0, n); return; }
+  tbb::task_arena arena(num_threads);
+  arena.execute([&] {
+    tbb::parallel_for(tbb::blocked_range<int64_t>(0, n, 1), [&](const tbb::blocked_range<int64_t>& r) { body(r.begin(), r.end()); });
+  });
+}
+
+struct BatchText {
+  std::vector<std::string_view> views;
+  std::vector<py::object> keep;
+};
+BatchText batch_of(const py::handle& texts) {
+  BatchText b;
+  if (PyUnicode_Check(texts.ptr())) throw hf::TypeError("texts must be a sequence of str, not a str");
+  py::sequence seq = py::reinterpret_borrow<py::sequence>(texts);
+  const size_t n = (size_t)py::len(seq);
+  b.views.resize(n);
+  b.keep.resize(n);
+  for (size_t i = 0; i < n; ++i) {
+    py::object t = seq[i];
+    b.views[i] = utf8_of(t, "texts[i]", &b.keep[i]);
+    if (!b.keep[i]) b.keep[i] = t;  // the view points into t's UTF-8 cache: keep t alive
+  }
+  return b;
+}
+
+std::vector<std::vector<uint32_t>> encode_many(const Bpe& bpe, const BatchText& b, const std::vector<uint8_t>& mask,
+                                               int num_threads) {
+  std::vector<std::vector<uint32_t>> out(b.views.size());
+  py::gil_scoped_release release;
+  for_items((int64_t)b.views.size(), num_threads, [&](int64_t i) {
+    auto v = b.views[i];
+    bpe.encode((const uint8_t*)v.data(), v.size(), mask, out[i]);
+  });
+  return out;
+}
+
+std::vector<std::pair<std::string, uint32_t>> ranks_of(const py::handle& obj) {
+  std::vector<std::pair<std::string, uint32_t>> out;
+  auto add = [&](const py::handle& k, const py::handle& v) {
+    HF_CHECK(PyBytes_Check(k.ptr()), TypeError, "mergeable_ranks keys must be bytes");
+    HF_CHECK(PyLong_Check(v.ptr()), TypeError, "mergeable_ranks values must be int");
+    const long long r = v.cast<long long>();
+    HF_CHECK(r >= 0 && r <= (long long)hf::tok::kMaxTokenId, ValueError, "rank " << r << " is out of range");
+    out.emplace_back(k.cast<std::string>(), (uint32_t)r);
+  };
+  if (PyDict_Check(obj.ptr())) {
+    for (auto kv : py::reinterpret_borrow<py::dict>(obj)) add(kv.first, kv.second);
+  } else {
+    for (auto item : py::reinterpret_borrow<py::iterable>(obj)) {
+      py::tuple t = py::reinterpret_borrow<py::tuple>(item);
+      add(t[0], t[1]);
+    }
+  }
+  return out;
+}
+
+Registration reg("tokenizer", 30, [](py::module_& m) {
+  m.attr("unicode_version") = std::string(hf::tok::kUnicodeVersion);
+  m.def("pretokenize", [](const py::handle& text, const std::string& pattern) {
+    py::object keep;
+    auto v = utf8_of(text, "text", &keep);
+    const Pattern p = hf::tok::pattern_from_name(pattern);
+    std::vector<std::pair<size_t, size_t>> spans;
+    {
+      py::gil_scoped_release release;
+      hf::tok::for_each_piece(p, (const uint8_t*)v.data(), v.size(), [&](size_t b, size_t e) { spans.emplace_back(b, e); });
+    }
+    py::list out;
+    for (auto [b, e] : spans) out.append(py::bytes(v.data() + b, e - b));
+    return out;
+  }, py::arg("text"), py::arg("pattern"), "The pre-tokenizer pieces of text (as UTF-8 bytes) under a named pattern.");
+  m.def("pretokenize_count", [](const py::handle& text, const std::string& pattern) {
+    py::object keep;
+    auto v = utf8_of(text, "text", &keep);
+    const Pattern p = hf::tok::pattern_from_name(pattern);
+    py::gil_scoped_release release;
+    size_t n = 0;
+    hf::tok::for_each_piece(p, (const uint8_t*)v.data(), v.size(), [&](size_t, size_t) { ++n; });
+    return n;
+  }, py::arg("text"), py::arg("pattern"), "Number of pre-tokenizer pieces (measures the scanner alone).");
+  m.def("pattern_regex", [](const std::string& name) { return std::string(hf::tok::pattern_regex(hf::tok::pattern_from_name(name))); });
+
+  py::class_<Bpe, std::shared_ptr<Bpe>>(m, "BpeBase");
+  py::class_<BpePy, Bpe, std::shared_ptr<BpePy>>(m, "Bpe")
+      .def(py::init([](const py::handle& ranks, const std::string& pattern, const std::map<std::string, uint32_t>& specials) {
+             auto r = ranks_of(ranks);
+             const Pattern p = pattern == "custom" ? Pattern::custom : hf::tok::pattern_from_name(pattern);
+             std::vector<std::pair<std::string, uint32_t>> sp(specials.begin(), specials.end());
+             std::shared_ptr<BpePy> b;
+             {
+               py::gil_scoped_release release;
+               b = std::make_shared<BpePy>(std::move(r), p, std::move(sp));
+             }
+             b->make_ints();
+             return b;
+           }),
+           py::arg("ranks"), py::arg("pattern"), py::arg("specials"))
+      .def_property_readonly("n_vocab", &Bpe::n_vocab)
+      .def_property_readonly("n_ranks", &Bpe::n_ranks)
+      .def_property_readonly("pattern", [](const Bpe& b) { return std::string(hf::tok::pattern_name(b.pattern())); })
+      .def("ranks", [](const Bpe& b) {
+        auto r = b.ranks();
+        py::list out;
+        for (auto& [k, v] : r) out.append(py::make_tuple(py::bytes(k), v));
+        return out;
+      })
+      .def("specials", [](const Bpe& b) {
+        py::list out;
+        for (size_t i = 0; i < b.n_specials(); ++i) out.append(py::make_tuple(b.special_text(i), b.special_id(i)));
+        return out;
+      })
+      .def("encode_ordinary", [](const BpePy& b, const py::handle& text) {
+        py::object keep;
+        auto v = utf8_of(text, "text", &keep);
+        std::vector<uint32_t>& out = scratch();
+        {
+          py::gil_scoped_release release;
+          b.encode_ordinary((const uint8_t*)v.data(), v.size(), out);
+        }
+        return to_list(b, out);
+      })
+      .def("encode", [](const BpePy& b, const py::handle& text, const std::vector<bool>& allowed) {
+        py::object keep;
+        auto v = utf8_of(text, "text", &keep);
+        auto mask = mask_of(allowed);
+        std::vector<uint32_t>& out = scratch();
+        {
+          py::gil_scoped_release release;
+          b.encode((const uint8_t*)v.data(), v.size(), mask, out);
+        }
+        return to_list(b, out);
+      })
+      .def("encode_numpy", [](const Bpe& b, const py::handle& text, const std::vector<bool>& allowed) {
+        py::object keep;
+        auto v = utf8_of(text, "text", &keep);
+        auto mask = mask_of(allowed);
+        std::vector<uint32_t> out;
+        {
+          py::gil_scoped_release release;
+          b.encode((const uint8_t*)v.data(), v.size(), mask, out);
+        }
+        py::array_t<uint32_t> a((py::ssize_t)out.size());
+        if (!out.empty()) std::memcpy(a.mutable_data(), out.data(), out.size() * 4);
+        return a;
+      })
+      .def("count", [](const Bpe& b, const py::handle& text, const std::vector<bool>& allowed) {
+        py::object keep;
+        auto v = utf8_of(text, "text", &keep);
+        auto mask = mask_of(allowed);
+        py::gil_scoped_release release;
+        const auto* s = (const uint8_t*)v.data();
+        size_t total = 0, start = 0;
+        for (;;) {  // specials count one each; spans in between are counted without a list
+          size_t pos = 0;
+          const int k = b.find_special(s, v.size(), start, mask, &pos);
+          const size_t stop = k < 0 ? v.size() : pos;
+          total += b.count_ordinary(s + start, stop - start);
+          if (k < 0) break;
+          total += 1;
+          start = pos + b.special_text((size_t)k).size();
+        }
+        return total;
+      })
+      .def("find_special", [](const Bpe& b, const py::handle& text, const std::vector<bool>& mask) {
+        py::object keep;
+        auto v = utf8_of(text, "text", &keep);
+        auto m = mask_of(mask);
+        size_t pos = 0;
+        int k;
+        {
+          py::gil_scoped_release release;
+          k = b.find_special((const uint8_t*)v.data(), v.size(), 0, m, &pos);
+        }
+        return k;
+      })
+      .def("encode_pieces", [](const BpePy& b, const py::handle& pieces) {
+        BatchText bt = batch_of(pieces);
+        std::vector<uint32_t> out;
+        {
+          py::gil_scoped_release release;
+          for (auto v : bt.views) b.encode_piece((const uint8_t*)v.data(), v.size(), out);
+        }
+        return to_list(b, out);
+      })
+      .def("encode_batch", [](const BpePy& b, const py::handle& texts, const std::vector<bool>& allowed, int num_threads) {
+        BatchText bt = batch_of(texts);
+        auto out = encode_many(b, bt, mask_of(allowed), num_threads);
+        py::list l;
+        for (auto& v : out) l.append(to_list(b, v));
+        return l;
+      })
+      .def("encode_batch_flat", [](const Bpe& b, const py::handle& texts, const std::vector<bool>& allowed, int num_threads) {
+        BatchText bt = batch_of(texts);
+        auto out = encode_many(b, bt, mask_of(allowed), num_threads);
+        py::array_t<int64_t> offsets((py::ssize_t)out.size() + 1);
+        int64_t* o = offsets.mutable_data();
+        o[0] = 0;
+        for (size_t i = 0; i < out.size(); ++i) o[i + 1] = o[i] + (int64_t)out[i].size();
+        py::array_t<uint32_t> ids((py::ssize_t)o[out.size()]);
+        uint32_t* d = ids.mutable_data();
+        {
+          py::gil_scoped_release release;
+          for_items((int64_t)out.size(), num_threads, [&](int64_t i) {
+            if (!out[i].empty()) std::memcpy(d + o[i], out[i].data(), out[i].size() * 4);
+          });
+        }
+        return py::make_tuple(ids, offsets);
+      })
+      .def("decode_bytes", [](const Bpe& b, const py::handle& ids) {
+        auto v = ids_of(ids, b.n_vocab());
+        std::string out;
+        {
+          py::gil_scoped_release release;
+          b.decode(v.data(), v.size(), out);
+        }
+        return py::bytes(out);
+      })
+      .def("token_bytes", [](const Bpe& b, long long id) {
+        HF_CHECK(id >= 0 && id <= 0xFFFFFFFFll && b.valid_id((uint32_t)id), ValueError,
+                 "token id " << id << " is not in the vocabulary (n_vocab " << b.n_vocab() << ")");
+        auto s = b.token_bytes((uint32_t)id);
+        return py::bytes(s.data(), s.size());
+      })
+      .def("valid_id", [](const Bpe& b, long long id) { return id >= 0 && id <= 0xFFFFFFFFll && b.valid_id((uint32_t)id); })
+      .def("rank_of", [](const Bpe& b, const py::bytes& k) { return b.rank_of(std::string_view(k)); })
+      .def("merge_below", [](const Bpe& b, const py::bytes& k, uint32_t max_rank) {
+        std::string_view s(k);
+        std::vector<uint32_t> out;
+        b.merge_below((const uint8_t*)s.data(), s.size(), max_rank, out);
+        return to_list(out);
+      });
+
+  py::class_<Trainer>(m, "BpeTrainer")
+      .def(py::init([](const std::string& pattern, std::vector<std::string> specials) {
+             const Pattern p = pattern == "custom" ? Pattern::custom : hf::tok::pattern_from_name(pattern);
+             return std::make_unique<Trainer>(p, std::move(specials));
+           }),
+           py::arg("pattern"), py::arg("specials"))
+      .def("feed", [](Trainer& t, const py::handle& docs) {
+        BatchText bt = batch_of(docs);
+        py::gil_scoped_release release;
+        t.feed(bt.views);
+      })
+      .def("feed_pieces", [](Trainer& t, const py::handle& pieces) {
+        BatchText bt = batch_of(pieces);
+        py::gil_scoped_release release;
+        t.feed_pieces(bt.views);
+      })
+      .def("start", [](Trainer& t, size_t n_merges, int64_t min_frequency) {
+        py::gil_scoped_release release;
+        t.start(n_merges, min_frequency);
+      })
+      .def("step", [](Trainer& t, size_t k) {
+        py::gil_scoped_release release;
+        return t.step(k);
+      })
+      .def_property_readonly("merges_done", &Trainer::merges_done)
+      .def_property_readonly("finished", &Trainer::finished)
+      .def_property_readonly("distinct_pieces", &Trainer::distinct_pieces)
+      .def_property_readonly("total_pieces", &Trainer::total_pieces)
+      .def_property_readonly("total_bytes", &Trainer::total_bytes)
+      .def("memory_bytes", &Trainer::memory_bytes)
+      .def("merges", [](const Trainer& t) {
+        py::list out;
+        for (auto& x : t.merges()) out.append(py::make_tuple(x.a, x.b, x.c, x.count));
+        return out;
+      })
+      .def("ranks", [](const Trainer& t) {
+        auto r = t.ranks();
+        py::list out;
+        for (auto& [k, v] : r) out.append(py::make_tuple(py::bytes(k), v));
+        return out;
+      });
+});
+
+}  // namespace
+}  // namespace hf_bind

@@ -1,0 +1,42 @@
+/*
+ * pretokenize.cpp: names and regex strings of the named patterns (the scanners are inline in
+ * pretokenize.h so the encode loop can inline them).
+ */
+#include "tokenizer/pretokenize.h"
+
+#include "runtime/errors.h"
+
+namespace hf::tok {
+
+const char* pattern_regex(Pattern p) {
+  switch (p) {
+    case Pattern::gpt2:
+      return R"('(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s)";
+    case Pattern::cl100k:
+      return R"('(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}++|\p{N}{1,3}+| ?[^\s\p{L}\p{N}]++[\r\n]*+|\s++$|\s*[\r\n]|\s+(?!\S)|\s)";
+    case Pattern::o200k:
+      return R"([^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
+    default:
+      return "";
+  }
+}
+
+const char* pattern_name(Pattern p) {
+  switch (p) {
+    case Pattern::gpt2: return "gpt2";
+    case Pattern::cl100k: return "cl100k";
+    case Pattern::o200k: return "o200k";
+    default: return "custom";
+  }
+}
+
+Pattern pattern_from_name(const std::string& name) {
+  if (name == "gpt2" || name == "r50k") return Pattern::gpt2;
+  if (name == "cl100k") return Pattern::cl100k;
+  if (name == "o200k") return Pattern::o200k;
+  for (Pattern p : {Pattern::gpt2, Pattern::cl100k, Pattern::o200k})
+    if (name == pattern_regex(p)) return p;
+  HF_THROW(ValueError, "unknown pre-tokenizer pattern name " << name << " (expected gpt2, cl100k or o200k)");
+}
+
+}  // namespace hf::tok
