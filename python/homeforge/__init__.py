@@ -14,6 +14,7 @@ from .config import RunConfig
 from .data import TokenLoader
 from .trainer import Trainer
 from . import optim
+from .model import Model, ModelConfig
 from .tokenizer import Tokenizer
 
 __version__: str = _core.__version__
@@ -28,5 +29,7 @@ __all__ = [
     "TokenLoader",
     "Trainer",
     "optim",
+    "Model",
+    "ModelConfig",
     "Tokenizer",
 ]
