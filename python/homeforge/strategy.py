@@ -25,88 +25,21 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["LocalStrategy", "param_groups", "param_layout", "export_optimizer_state", "import_optimizer_state"]
-
-
-def _offset(view: np.ndarray, flat: np.ndarray) -> int:
-    return (view.__array_interface__["data"][0] - flat.__array_interface__["data"][0]) // flat.itemsize
-
-
-def param_layout(model: Any) -> tuple[list[dict[str, Any]], list[tuple[int, int]]]:
-    """AdamW groups over the model's parameter views (decay on >= 2-D weights, none on 1-D ones; views
-    in flat-buffer order inside each group, the decay group first) and each view's [begin, end) range
-    in the flat parameter buffer, in the optimizer's order."""
-    params = model.named_parameters()
-    grads = model.named_grads()
-    flat = model.flat_params()
-    order = sorted(params, key=lambda n: _offset(params[n], flat))
-    groups, ranges = [], []
-    for decay in (True, False):
-        names = [n for n in order if (params[n].ndim >= 2) == decay]
-        if names:
-            groups.append({"params": [params[n] for n in names], "grads": [grads[n] for n in names],
-                           "weight_decay": None if decay else 0.0})
-            ranges += [(_offset(params[n], flat), _offset(params[n], flat) + params[n].size) for n in names]
-    return groups, ranges
+__all__ = ["LocalStrategy", "param_groups"]
 
 
 def param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
-    """The AdamW groups of :func:`param_layout`, with ``weight_decay`` on the decay group."""
-    groups, _ = param_layout(model)
-    for g in groups:
-        g["weight_decay"] = float(weight_decay) if g["weight_decay"] is None else 0.0
+    """AdamW groups over the model's parameter views: the >= 2-D weights (with ``weight_decay``), then
+    the 1-D norm weights (none), each in ``named_parameters()`` order. homeforge.distributed builds
+    its optimizer over the same order, so the optimizer state_dict is the same at any world size."""
+    params = model.named_parameters()
+    grads = model.named_grads()
+    groups = []
+    for decay, wd in ((True, float(weight_decay)), (False, 0.0)):
+        names = [n for n, p in params.items() if (p.ndim >= 2) == decay]
+        if names:
+            groups.append({"params": [params[n] for n in names], "grads": [grads[n] for n in names], "weight_decay": wd})
     return groups
-
-
-def export_optimizer_state(sd: dict[str, Any], ranges: list[tuple[int, int]], n: int) -> dict[str, Any]:
-    """An optimizer state_dict in the world-size independent form shared with homeforge.distributed:
-    ``{"arrays": {key: float32 array over the whole flat parameter buffer}, "scalars": {key: value}}``,
-    keys being dotted paths in the state_dict; per-element arrays are mapped from the optimizer's view
-    order (``ranges``) to flat-buffer order."""
-    total = sum(b - a for a, b in ranges)
-    arrays: dict[str, np.ndarray] = {}
-    scalars: dict[str, Any] = {}
-
-    def walk(prefix: str, v: Any) -> None:
-        if isinstance(v, np.ndarray) and v.ndim >= 1 and v.size == total and total > 0 \
-                and not (v.dtype.kind in "iu" and v.size < 4):
-            src = v.reshape(-1)
-            full = np.zeros(n, dtype=np.float32)
-            pos = 0
-            for a, b in ranges:
-                full[a:b] = src[pos:pos + b - a]
-                pos += b - a
-            arrays[prefix] = full
-        elif isinstance(v, dict):
-            for k, x in v.items():
-                walk(f"{prefix}.{k}" if prefix else str(k), x)
-        else:
-            scalars[prefix] = v
-
-    walk("", sd)
-    return {"scalars": scalars, "arrays": arrays}
-
-
-def import_optimizer_state(canon: dict[str, Any], template: dict[str, Any], ranges: list[tuple[int, int]],
-                           n: int) -> dict[str, Any]:
-    """Inverse of :func:`export_optimizer_state`, shaped like ``template`` (this optimizer's state_dict)."""
-    t_arrays = export_optimizer_state(template, ranges, n)["arrays"]
-    src, scal = canon.get("arrays", {}), canon.get("scalars", {})
-    missing = [k for k in t_arrays if k not in src]
-    if missing:
-        raise ValueError(f"optimizer state is missing arrays {missing}")
-
-    def rebuild(prefix: str, v: Any) -> Any:
-        if prefix in t_arrays:
-            full = np.asarray(src[prefix]).reshape(-1)
-            if full.size != n:
-                raise ValueError(f"optimizer state array {prefix!r} has {full.size} elements, the model has {n} parameters")
-            return np.concatenate([full[a:b] for a, b in ranges]).astype(v.dtype).reshape(v.shape)
-        if isinstance(v, dict):
-            return {k: rebuild(f"{prefix}.{k}" if prefix else str(k), x) for k, x in v.items()}
-        return scal.get(prefix, v)
-
-    return rebuild("", template)
 
 
 class LocalStrategy:
@@ -124,11 +57,7 @@ class LocalStrategy:
         self.model = model
         self.max_grad_norm = max_grad_norm
         self.nonfinite = nonfinite
-        groups, self._ranges = param_layout(model)
-        for g in groups:
-            g["weight_decay"] = float(weight_decay) if g["weight_decay"] is None else 0.0
-        self._n = int(model.flat_params().size)
-        self.optimizer = AdamW(groups, lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
+        self.optimizer = AdamW(param_groups(model, weight_decay), lr=lr, betas=tuple(betas), eps=eps, weight_decay=weight_decay,
                                max_grad_norm=max_grad_norm)
         self.skipped_steps = 0
         self.step_count = 0
@@ -168,15 +97,14 @@ class LocalStrategy:
         return {"loss": loss, "grad_norm": float(res.grad_norm), "skipped": bool(res.skipped), "tokens": tokens}
 
     def state_dict(self) -> dict[str, Any]:
-        """``{"mode", "step", "optimizer": {"arrays", "scalars"}, "skipped_steps"}``: the layout the
-        distributed strategies use too, so a checkpoint moves between 1 and N ranks."""
-        return {"mode": "local", "step": self.step_count, "skipped_steps": self.skipped_steps,
-                "optimizer": export_optimizer_state(self.optimizer.state_dict(), self._ranges, self._n)}
+        """``{"optimizer": AdamW's state_dict over the whole model, "skipped_steps", "mode", "step"}``:
+        the layout the distributed strategies save too, so a checkpoint moves between 1 and N ranks."""
+        return {"optimizer": self.optimizer.state_dict(), "skipped_steps": self.skipped_steps, "mode": "local",
+                "step": self.step_count}
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
         if not isinstance(sd, dict) or "optimizer" not in sd:
             raise ValueError("strategy state_dict must be a mapping with an 'optimizer' entry")
-        template = self.optimizer.state_dict()
-        self.optimizer.load_state_dict(import_optimizer_state(sd["optimizer"], template, self._ranges, self._n))
+        self.optimizer.load_state_dict(sd["optimizer"])
         self.step_count = int(sd.get("step", 0))
         self.skipped_steps = int(sd.get("skipped_steps", 0))
