@@ -302,9 +302,12 @@ def _load_tokenizer(tokenizer: Any) -> Any:
 
         if not Path(tokenizer).is_file():
             raise FileNotFoundError(f"tokenizer not found: {tokenizer}")
-        if str(tokenizer).endswith(".json"):  # a Hugging Face tokenizer.json
-            return Tokenizer.from_hf(tokenizer)
-        return Tokenizer.load(tokenizer)
+        try:
+            return Tokenizer.load(tokenizer)
+        except ValueError:
+            if not str(tokenizer).endswith(".json"):
+                raise
+        return Tokenizer.from_hf(tokenizer)  # a Hugging Face tokenizer.json
     return tokenizer
 
 
