@@ -6,7 +6,7 @@
 # sources, print the falling loss and a sample, and save a checkpoint.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV=${HOMEFORGE_VENV:-.venv}
+VENV=$(realpath -m "${HOMEFORGE_VENV:-.venv}")
 PY=${PYTHON:-python3}
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 export PIP_DISABLE_PIP_VERSION_CHECK=1

@@ -6,7 +6,7 @@
 # C++ unit tests under AddressSanitizer+UBSan, then pytest (which also executes the notebooks).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-VENV=${HOMEFORGE_VENV:-.venv}
+VENV=$(realpath -m "${HOMEFORGE_VENV:-.venv}")
 PY=${PYTHON:-python3}
 [ -x "$VENV/bin/python" ] || "$PY" -m venv "$VENV"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
@@ -25,4 +25,4 @@ ASAN_OPTIONS=detect_leaks=0 LD_LIBRARY_PATH="$LIBS" ctest --test-dir build/cpp-t
 echo "== pytest"
 # Run from a directory outside the source tree so `import homeforge` is the installed package.
 cd tests
-exec "../$VENV/bin/python" -m pytest -c ../pyproject.toml --rootdir .. .. "$@"
+exec "$VENV/bin/python" -m pytest -c ../pyproject.toml --rootdir .. .. "$@"

@@ -10,6 +10,7 @@ from __future__ import annotations
 from . import _libs  # noqa: F401  (loads oneDNN/oneTBB before the extension)
 from . import _core
 from .runtime import get_num_threads, runtime_info, set_num_threads
+from . import optim
 
 __version__: str = _core.__version__
 
@@ -18,4 +19,5 @@ __all__ = [
     "runtime_info",
     "set_num_threads",
     "get_num_threads",
+    "optim",
 ]

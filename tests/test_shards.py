@@ -1,0 +1,63 @@
+"""Token shard format: round trips, dtype choice, truncation and corruption detection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from homeforge.shards import HEADER_SIZE, ShardWriter, read_shard, shard_info, write_shard
+
+HASH = "0123456789abcdef" * 4
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.integers(0, 70000), max_size=300), st.sampled_from([70001, 2**20]))
+def test_round_trip(tmp_path_factory, ids, vocab):
+    path = tmp_path_factory.mktemp("s") / "x.bin"
+    write_shard(path, np.array(ids, dtype=np.int64), vocab, HASH)
+    got = read_shard(path, verify=True)
+    assert got.tolist() == ids
+    assert got.dtype == np.uint32
+
+
+def test_uint16_for_small_vocab_and_header(tmp_path):
+    path = tmp_path / "a.bin"
+    write_shard(path, np.array([0, 65535]), 65536, HASH)
+    info = shard_info(path)
+    assert info.dtype == np.uint16 and info.n_tokens == 2 and info.vocab_size == 65536
+    assert info.tokenizer_hash_prefix == HASH[:48]
+    assert path.stat().st_size == HEADER_SIZE + 4
+
+
+def test_writer_rolls_shards(tmp_path):
+    w = ShardWriter(tmp_path, "train", 1000, HASH, shard_tokens=7)
+    w.add(np.arange(10))
+    w.add(np.arange(10, 20))
+    paths = w.close()
+    assert [len(read_shard(p)) for p in paths] == [7, 7, 6]
+    assert np.concatenate([read_shard(p) for p in paths]).tolist() == list(range(20))
+
+
+def test_bad_input_and_corruption(tmp_path):
+    with pytest.raises(ValueError, match=r"token ids must be in \[0, 10\), got min 0 and max 10"):
+        write_shard(tmp_path / "b.bin", np.array([0, 10]), 10, HASH)
+    with pytest.raises(ValueError, match="must be 1-D"):
+        write_shard(tmp_path / "b.bin", np.zeros((2, 2), int), 10, HASH)
+    path = tmp_path / "c.bin"
+    write_shard(path, np.arange(100), 1000, HASH)
+    data = bytearray(path.read_bytes())
+    path.write_bytes(bytes(data[:-3]))
+    with pytest.raises(ValueError, match="truncated or corrupt shard"):
+        read_shard(path)
+    data[HEADER_SIZE + 5] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        read_shard(path, verify=True)
+    (tmp_path / "d.bin").write_bytes(b"nope")
+    with pytest.raises(ValueError, match="not a token shard"):
+        read_shard(tmp_path / "d.bin")
+    with pytest.raises(FileNotFoundError, match="token shard not found"):
+        read_shard(tmp_path / "missing.bin")
+    assert not list(tmp_path.glob(".*.tmp")), "a failed write left a temporary file"
