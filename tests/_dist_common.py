@@ -12,7 +12,7 @@ VOCAB = 64
 
 
 def build_model(spec: dict, perturb_rank: bool = False):
-    """The test model: homeforge.Model at the "1m" preset shape shrunk for speed, seed from the spec.
+    """The test model: a small homeforge.Model, seed from the spec.
 
     With perturb_rank, ranks other than 0 start from a different seed: the strategy's broadcast of
     rank 0's parameters must make them equal.
@@ -20,9 +20,9 @@ def build_model(spec: dict, perturb_rank: bool = False):
     import os
 
     rank = int(os.environ.get("OMPI_COMM_WORLD_RANK", "0")) if perturb_rank else 0
-    cfg = homeforge.ModelConfig.preset("1m", VOCAB)
-    for k, v in spec.get("model_overrides", {}).items():
-        setattr(cfg, k, v)
+    # the "1m" preset's architecture, made narrower and shallower so a test step takes milliseconds
+    over = {"d_model": 64, "n_layers": 2, "n_heads": 4, "n_kv_heads": 2, "ffn_hidden": 128, "max_seq_len": 64}
+    cfg = homeforge.ModelConfig.preset("1m", VOCAB, **{**over, **spec.get("model_overrides", {})})
     model = homeforge.Model(cfg, seed=spec.get("seed", 0) + 1000 * rank)
     if spec.get("nan_rank") is not None and rank == spec["nan_rank"]:
         model = _NaNOnStep(model, spec.get("nan_step", 1))

@@ -11,6 +11,7 @@ from . import _libs  # noqa: F401  (loads oneDNN/oneTBB before the extension)
 from . import _core
 from .runtime import get_num_threads, runtime_info, set_num_threads
 from . import optim
+from . import distributed
 
 __version__: str = _core.__version__
 
@@ -20,4 +21,5 @@ __all__ = [
     "set_num_threads",
     "get_num_threads",
     "optim",
+    "distributed",
 ]

@@ -161,6 +161,8 @@ class DistConfig:
             out = cls()
         elif isinstance(cfg, cls):
             out = dataclasses.replace(cfg)
+        elif hasattr(cfg, "distributed") and hasattr(cfg, "optim"):
+            out = cls(**_from_run_config(cfg))
         else:
             names = [f.name for f in dataclasses.fields(cls)]
             if isinstance(cfg, Mapping):
@@ -217,6 +219,27 @@ class DistConfig:
         if not isinstance(b, (tuple, list)) or len(b) != 2 or not all(isinstance(x, (int, float)) and 0 <= x < 1 for x in b):
             raise ValueError(f"distributed config key 'betas' must be two numbers in [0, 1), got {b!r}")
         self.betas = (float(b[0]), float(b[1]))
+
+
+def _from_run_config(run: Any) -> dict[str, Any]:
+    """DistConfig keys from a homeforge.config.RunConfig ([distributed], [optim], train.threads)."""
+    d, o = run.distributed, run.optim
+    out: dict[str, Any] = {
+        "mode": "ddp" if d.mode == "none" else d.mode,
+        "lr": o.lr, "betas": tuple(o.betas), "eps": o.eps, "weight_decay": o.weight_decay,
+        "max_grad_norm": o.max_grad_norm, "nonfinite": getattr(o, "nonfinite", "skip"),
+    }
+    for theirs, mine in (("bucket_mb", "bucket_mb"), ("diloco_inner_steps", "diloco_h"), ("diloco_outer_lr", "outer_lr"),
+                         ("diloco_outer_momentum", "outer_momentum"), ("check_every", "checksum_every"),
+                         ("timeout_s", "timeout_s")):
+        if hasattr(d, theirs):
+            out[mine] = getattr(d, theirs)
+    if getattr(d, "diloco_bf16", False):
+        out["wire_dtype"] = "bf16"
+    train = getattr(run, "train", None)
+    if train is not None and getattr(train, "threads", None) is not None:
+        out["threads"] = 0  # the trainer already set them
+    return out
 
 
 # ------------------------------------------------------------------------------------ MPI layer
@@ -387,116 +410,52 @@ def _layout(model: Any, flat_p: np.ndarray, flat_g: np.ndarray) -> list[_Param]:
     return out
 
 
-def _groups(layout: list[_Param], flat_p: np.ndarray, grad_buf: np.ndarray, lo: int, hi: int, wd: float) -> list[dict]:
-    """AdamW param groups for the flat range [lo, hi): each parameter view intersected with the range.
+def _full_order(model: Any, layout: list[_Param]) -> list[_Param]:
+    """Parameters in LocalStrategy's optimizer order: 2-D (decay) names, then 1-D, each in named order.
 
-    grad_buf[i - lo] is the gradient of flat_p[i]. Views are kept in flat order inside each group.
+    The canonical optimizer state (``state_dict()["optimizer"]``) is AdamW's state_dict over these
+    groups, exactly what :class:`homeforge.strategy.LocalStrategy` saves, so checkpoints move freely
+    between 1 process and N ranks and between ddp / zero1 / diloco.
     """
-    decay: dict[str, list] = {"params": [], "grads": []}
-    nodecay: dict[str, list] = {"params": [], "grads": []}
-    for q in layout:
-        a, b = max(q.offset, lo), min(q.offset + q.size, hi)
-        if a >= b:
-            continue
-        g = decay if q.decay else nodecay
-        g["params"].append(flat_p[a:b])
-        g["grads"].append(grad_buf[a - lo:b - lo])
-    out = []
-    if decay["params"]:
-        out.append({**decay, "weight_decay": wd})
-    if nodecay["params"]:
-        out.append({**nodecay, "weight_decay": 0.0})
-    return out
+    by_name = {q.name: q for q in layout}
+    names = list(model.named_parameters())
+    return [by_name[k] for k in names if by_name[k].decay] + [by_name[k] for k in names if not by_name[k].decay]
 
 
-def _group_ranges(layout: list[_Param], lo: int, hi: int) -> list[tuple[int, int]]:
-    """Flat ranges of the views _groups() builds, in the optimizer's order (decay group first)."""
-    dec, nod = [], []
-    for q in layout:
-        a, b = max(q.offset, lo), min(q.offset + q.size, hi)
-        if a < b:
-            (dec if q.decay else nod).append((a, b))
-    return dec + nod
+def _groups(order: list[_Param], flat_p: np.ndarray, grad_buf: np.ndarray, lo: int, hi: int,
+            wd: float) -> tuple[list[dict], list[tuple[int, int, int]]]:
+    """AdamW groups for the flat range [lo, hi): each parameter (in `order`) cut to the range.
 
-
-class _OptState:
-    """Moves per-element optimizer state between the optimizer and flat (parameter-order) arrays.
-
-    The canonical, world-size-independent form is {"scalars": {...}, "arrays": {key: flat f32 array
-    over the range [lo, hi) in parameter order}}: the same whatever the sharding.
+    grad_buf[i - lo] is the gradient of flat_p[i]. Full parameters keep their shaped views. Also
+    returns, per optimizer view in order, (index into `order`, flat begin, flat end).
     """
+    groups, segs = [], []
+    for decay in (True, False):
+        ps, gs = [], []
+        for i, q in enumerate(order):
+            a, b = max(q.offset, lo), min(q.offset + q.size, hi)
+            if q.decay != decay or a >= b:
+                continue
+            ps.append(flat_p[a:b])
+            gs.append(grad_buf[a - lo:b - lo])
+            segs.append((i, a, b))
+        if ps:
+            groups.append({"params": ps, "grads": gs, "weight_decay": wd if decay else 0.0})
+    return groups, segs
 
-    def __init__(self, opt: Any, ranges: list[tuple[int, int]], lo: int, hi: int) -> None:
-        self.opt, self.ranges, self.lo, self.hi = opt, ranges, lo, hi
-        self.sizes = [b - a for a, b in ranges]
 
-    def _split(self, sd: Any) -> tuple[dict, dict]:
-        """Find per-parameter state lists in the optimizer's state_dict."""
-        arrays: dict[str, list[np.ndarray]] = {}
-        scalars: dict[str, Any] = {}
-        n_views = len(self.ranges)
+def _elementwise_keys(sd: Mapping, total: int) -> list[str]:
+    """The per-element state arrays of an optimizer state_dict (exp_avg, exp_avg_sq, master)."""
+    st = sd.get("state", {})
+    return [k for k, v in st.items() if k != "steps" and isinstance(v, np.ndarray) and v.size == total]
 
-        def walk(prefix: str, v: Any) -> None:
-            if isinstance(v, np.ndarray) and v.ndim >= 1 and v.size == sum(self.sizes) and n_views and v.size > 0 and not (v.dtype.kind in "iu" and v.size < 4):
-                arrays[prefix] = [v.reshape(-1)]  # one flat array for all views
-            elif isinstance(v, (list, tuple)) and len(v) == n_views and n_views and all(isinstance(x, np.ndarray) for x in v) \
-                    and [x.size for x in v] == self.sizes:
-                arrays[prefix] = [np.asarray(x).reshape(-1) for x in v]
-            elif isinstance(v, Mapping):
-                for k, x in v.items():
-                    walk(f"{prefix}.{k}" if prefix else str(k), x)
-            else:
-                scalars[prefix] = v
 
-        walk("", sd)
-        return arrays, scalars
-
-    def export(self) -> dict:
-        arrays, scalars = self._split(self.opt.state_dict())
-        flat = {}
-        for k, parts in arrays.items():
-            full = np.empty(self.hi - self.lo, dtype=np.float32)
-            if len(parts) == 1:
-                src = parts[0]
-                pos = 0
-                for (a, b) in self.ranges:
-                    full[a - self.lo:b - self.lo] = src[pos:pos + b - a]
-                    pos += b - a
-            else:
-                for (a, b), x in zip(self.ranges, parts):
-                    full[a - self.lo:b - self.lo] = x
-            flat[k] = full
-        return {"scalars": scalars, "arrays": flat}
-
-    def load(self, canon: Mapping) -> None:
-        template = self.opt.state_dict()
-        arrays_t, _ = self._split(template)
-        src = canon.get("arrays", {})
-        scal = canon.get("scalars", {})
-        missing = [k for k in arrays_t if k not in src]
-        if missing:
-            raise ValueError(f"optimizer state is missing arrays {missing}")
-
-        def rebuild(prefix: str, v: Any) -> Any:
-            if prefix in arrays_t:
-                full = np.asarray(src[prefix], dtype=np.float32).reshape(-1)
-                if full.size != self.hi - self.lo:
-                    raise ValueError(f"optimizer state array {prefix!r} has {full.size} elements, expected {self.hi - self.lo}")
-                parts = [full[a - self.lo:b - self.lo].copy() for a, b in self.ranges]
-                if isinstance(v, np.ndarray):
-                    return np.concatenate(parts).astype(v.dtype).reshape(v.shape) if parts else v
-                return type(v)(p.astype(x.dtype).reshape(x.shape) for p, x in zip(parts, v))
-            if isinstance(v, Mapping):
-                return {k: rebuild(f"{prefix}.{k}" if prefix else str(k), x) for k, x in v.items()}
-            if prefix in scal:
-                return scal[prefix]
-            return v
-
-        self.opt.load_state_dict(rebuild("", template))
-
-    def nbytes(self) -> int:
-        arrays, _ = self._split(self.opt.state_dict())
-        return int(sum(x.nbytes for parts in arrays.values() for x in parts))
+def _state_nbytes(opt: Any) -> int:
+    if opt is None:
+        return 0
+    sd = opt.state_dict()
+    total = int(sum(sd.get("sizes", [])))
+    return int(sum(sd["state"][k].nbytes for k in _elementwise_keys(sd, total)))
 
 
 def _shard_bounds(n: int, world: int, rank: int) -> tuple[int, int]:
@@ -534,6 +493,8 @@ class _Strategy:
             raise ValueError(f"flat_params has {self.flat_p.size} elements but flat_grads has {self.flat_g.size}")
         self.n = int(self.flat_p.size)
         self.layout = _layout(model, self.flat_p, self.flat_g)
+        self.order = _full_order(model, self.layout)
+        self.opt: Any = None
         self._opt_factory = optimizer_factory or _default_optimizer_factory
         self.step_count = 0
         self.skipped_steps = 0
@@ -568,13 +529,20 @@ class _Strategy:
         return self.c.allgather(mine, "the per-step stats allgather")
 
     def _report_times(self, times: np.ndarray) -> dict:
+        """Per-rank step times (gathered every step): flag stragglers, log the per-rank means."""
         self.rank_time_total += times
+        self._timed_steps = getattr(self, "_timed_steps", 0) + 1
         slow = int(np.argmax(times))
         med = float(np.median(times))
         if self.world_size > 1 and med > 0 and times[slow] > self.cfg.straggler_ratio * med and self.is_main():
             log.warning("step %d: straggler rank %d took %.4f s, median %.4f s (per-rank: %s)", self.step_count, slow,
                         times[slow], med, np.array2string(times, precision=4))
-        return {"step_time_max": float(times[slow]), "step_time_min": float(times.min()), "slowest_rank": slow}
+        k = self.cfg.checksum_every or 100
+        if self.is_main() and self._timed_steps % k == 0:
+            log.info("step %d: mean step time per rank over %d steps: %s s", self.step_count, self._timed_steps,
+                     np.array2string(self.rank_time_total / self._timed_steps, precision=4))
+        return {"step_time_max": float(times[slow]), "step_time_min": float(times.min()), "slowest_rank": slow,
+                "rank_step_times": [float(t) for t in times]}
 
     def _nonfinite(self, losses: np.ndarray, what: str) -> bool:
         """Apply the non-finite policy; returns True when the step must be skipped."""
@@ -621,32 +589,47 @@ class _Strategy:
             self.validate(arr)
 
     def optimizer_state_nbytes(self) -> int:
-        """Bytes of optimizer state held by this rank."""
-        return self._state.nbytes()
+        """Bytes of per-element optimizer state (moments) held by this rank."""
+        return _state_nbytes(self.opt)
 
-    def _step_opt(self, lr: float, scale: float, grad_norm: float | None) -> Any:
+    def _step_opt(self, lr: float, scale: float, raw_norm: float | None) -> Any:
+        """Optimizer step; raw_norm is the (already reduced) L2 norm of the unscaled gradients."""
         kw: dict[str, Any] = {"grad_scale": scale, "skip_nonfinite": True}
         if self.cfg.max_grad_norm is not None:
             kw["max_grad_norm"] = self.cfg.max_grad_norm
-        if grad_norm is not None:
-            kw["grad_norm"] = grad_norm
+        if raw_norm is not None:
+            kw["grad_norm"] = raw_norm
         return self.opt.step(lr, **kw)
 
     # ---- checkpoints
     def state_dict(self) -> dict:
-        return {"mode": self.mode, "step": self.step_count, "optimizer": self._export_opt()}
+        """World-size-independent state: {"optimizer": AdamW state over the full model, as LocalStrategy
+        saves it, "skipped_steps", "mode", "step"} (+ "diloco" in DiLoCo mode)."""
+        return {"optimizer": self._export_opt(), "skipped_steps": self.skipped_steps, "mode": self.mode,
+                "step": self.step_count}
 
     def load_state_dict(self, sd: Mapping) -> None:
+        """Load a state_dict of any strategy (LocalStrategy, ddp, zero1, diloco) saved at any world size."""
         if not isinstance(sd, Mapping) or "optimizer" not in sd:
             raise ValueError("strategy state_dict must be a mapping with an 'optimizer' entry")
-        self.step_count = int(sd.get("step", 0))
         self._import_opt(sd["optimizer"])
+        self.step_count = int(sd.get("step", self.opt.step_count if self.opt is not None else 0))
+        self.skipped_steps = int(sd.get("skipped_steps", 0))
+
+    def _full_template_check(self, sd: Mapping) -> None:
+        if not isinstance(sd, Mapping) or "state" not in sd or "sizes" not in sd:
+            raise ValueError("optimizer state must be an optimizer state_dict (with 'sizes' and 'state')")
+        want = [q.size for q in self.order]
+        if list(sd["sizes"]) != want:
+            raise ValueError(f"optimizer state covers parameters of sizes {list(sd['sizes'])[:6]}..., "
+                             f"this model's are {want[:6]}... (another architecture?)")
 
     def _export_opt(self) -> dict:
-        return self._state.export()
+        return self.opt.state_dict()
 
-    def _import_opt(self, canon: Mapping) -> None:
-        self._state.load(canon)
+    def _import_opt(self, sd: Mapping) -> None:
+        self._full_template_check(sd)
+        self.opt.load_state_dict(dict(sd))
 
 
 def _default_optimizer_factory(groups: list[dict], cfg: DistConfig) -> Any:
@@ -664,8 +647,8 @@ class DDPStrategy(_Strategy):
 
     def __init__(self, cfg: DistConfig, model: Any, comm: Any = None, optimizer_factory: Callable | None = None) -> None:
         super().__init__(cfg, model, comm, optimizer_factory)
-        self.opt = self._make_opt(_groups(self.layout, self.flat_p, self.flat_g, 0, self.n, cfg.weight_decay))
-        self._state = _OptState(self.opt, _group_ranges(self.layout, 0, self.n), 0, self.n)
+        groups, _ = _groups(self.order, self.flat_p, self.flat_g, 0, self.n, cfg.weight_decay)
+        self.opt = self._make_opt(groups)
         be = max(1, int(cfg.bucket_mb * (1 << 20)) // 4)
         self.buckets = [(a, min(a + be, self.n)) for a in range(0, self.n, be)]
         self._reset_buckets()
@@ -700,6 +683,7 @@ class DDPStrategy(_Strategy):
         m = self.model
         m.zero_grad()
         self._reset_buckets()
+        bytes_before = self.c.bytes_sent
         loss_sum, tokens = 0.0, 0
         overlap = self.cfg.overlap and self.world_size > 1
         t_bwd_end = t0
@@ -719,20 +703,19 @@ class DDPStrategy(_Strategy):
             for k in range(len(self.buckets)):  # whatever the hook did not cover, in fixed order
                 if not self._launched[k]:
                     self._launch(k)
-        bytes_before = self.c.bytes_sent
         wait = self.c.wait(self._reqs, "the gradient allreduce")
         t_comm_end = time.perf_counter()
         stats = self._stats(loss_sum, len(micro), tokens, t_comm_end - t0)
         scale = 1.0 / (self.world_size * len(micro))
         # Non-finite check before applying: the summed gradient is identical on every rank, so every
         # rank reaches the same decision; the gathered losses name the rank that produced it.
-        sq = float(self.opt.grad_sq_norm()) * scale * scale
+        raw_sq = float(self.opt.grad_sq_norm())
         skipped = False
-        if not math.isfinite(sq):
+        if not math.isfinite(raw_sq):
             skipped = self._nonfinite(stats[:, 0], "gradient")
             gn = float("nan")
         else:
-            res = self._step_opt(lr, scale, math.sqrt(sq))
+            res = self._step_opt(lr, scale, math.sqrt(raw_sq))
             gn = float(res.grad_norm)
             skipped = bool(res.skipped)
         self.step_count += 1
@@ -768,8 +751,10 @@ class Zero1Strategy(_Strategy):
             raise ValueError(f"zero1: a shard of {max(self.counts)} elements exceeds the MPI count limit 2**31-1; use more ranks")
         self.lo, self.hi = self.bounds[self.rank]
         self.shard_g = np.zeros(max(1, self.hi - self.lo), dtype=np.float32)
-        self.opt = self._make_opt(_groups(self.layout, self.flat_p, self.shard_g, self.lo, self.hi, cfg.weight_decay))
-        self._state = _OptState(self.opt, _group_ranges(self.layout, self.lo, self.hi), self.lo, self.hi)
+        groups, self.segs = _groups(self.order, self.flat_p, self.shard_g, self.lo, self.hi, cfg.weight_decay)
+        self.opt = self._make_opt(groups) if groups else None  # a rank may own nothing when n < world
+        # Where each parameter (in `order`) sits in the full, unsharded optimizer state.
+        self.full_pos = np.cumsum([0] + [q.size for q in self.order])
 
     def _reduce_scatter(self) -> float:
         MPI = self.c.MPI
@@ -802,17 +787,17 @@ class Zero1Strategy(_Strategy):
         bytes_before = self.c.bytes_sent
         wait = self._reduce_scatter()
         scale = 1.0 / (self.world_size * len(micro))
-        local_sq = float(self.opt.grad_sq_norm()) if self.hi > self.lo else 0.0
+        local_sq = float(self.opt.grad_sq_norm()) if self.opt is not None else 0.0
         stats = self._stats(loss_sum, len(micro), tokens, time.perf_counter() - t0, local_sq)
-        sq = float(np.sum(stats[:, 3])) * scale * scale  # allreduce of squared shard norms
+        raw_sq = float(np.sum(stats[:, 3]))  # the allreduce of squared shard norms rides on the stats gather
         skipped = False
-        if not math.isfinite(sq):
+        if not math.isfinite(raw_sq):
             skipped = self._nonfinite(stats[:, 0], "gradient")
             gn = float("nan")
         else:
-            gn = math.sqrt(sq)
-            if self.hi > self.lo:
-                res = self._step_opt(lr, scale, gn)
+            gn = math.sqrt(raw_sq) * scale
+            if self.opt is not None:
+                res = self._step_opt(lr, scale, math.sqrt(raw_sq))
                 skipped = bool(res.skipped)
             wait += self._allgather_params()
         self.step_count += 1
@@ -830,26 +815,68 @@ class Zero1Strategy(_Strategy):
         out.update(self._report_times(stats[:, 2]))
         return out
 
-    def _export_opt(self) -> dict:
-        """Allgather every shard's state into full flat arrays (a collective)."""
-        MPI = self.c.MPI
-        local = self._state.export()
-        full = {}
-        for k in sorted(local["arrays"]):
-            arr = np.zeros(self.n, dtype=np.float32)
-            arr[self.lo:self.hi] = local["arrays"][k]
-            if self.world_size > 1:
-                req = self.c.comm.Iallgatherv(MPI.IN_PLACE, [arr, self.counts, self.displs, MPI.FLOAT])
-                self.c.wait([req], "the optimizer-state allgather")
-            full[k] = arr
-        return {"scalars": local["scalars"], "arrays": full}
+    def _full_groups(self, like: Mapping) -> list[dict]:
+        hyp = {k: v for k, v in like["param_groups"][0].items() if k != "num_params"} if like.get("param_groups") else {}
+        out = []
+        for decay in (True, False):
+            k = sum(1 for q in self.order if q.decay == decay)
+            if k:
+                out.append({**hyp, "weight_decay": (self.cfg.weight_decay if decay else 0.0), "num_params": k})
+        return out
 
-    def _import_opt(self, canon: Mapping) -> None:
-        arrays = {k: np.asarray(v, dtype=np.float32).reshape(-1) for k, v in canon.get("arrays", {}).items()}
-        for k, v in arrays.items():
-            if v.size != self.n:
-                raise ValueError(f"optimizer state array {k!r} has {v.size} elements, the model has {self.n} parameters")
-        self._state.load({"scalars": canon.get("scalars", {}), "arrays": {k: v[self.lo:self.hi] for k, v in arrays.items()}})
+    def _export_opt(self) -> dict:
+        """Allgather every shard's moments into the full AdamW state_dict (a collective)."""
+        MPI = self.c.MPI
+        local = self.opt.state_dict() if self.opt is not None else None
+        tmpl = local if local is not None else {"state": {}, "param_groups": []}
+        shard_total = int(sum(tmpl.get("sizes", [])))
+        keys = sorted(_elementwise_keys(tmpl, shard_total)) if local is not None else ["exp_avg", "exp_avg_sq"]
+        full_state: dict[str, Any] = {}
+        for k in keys:
+            flat = np.zeros(self.n, dtype=np.float32)
+            if local is not None:
+                pos = 0
+                for _, a, b in self.segs:
+                    flat[a:b] = local["state"][k][pos:pos + b - a]
+                    pos += b - a
+            if self.world_size > 1:
+                req = self.c.comm.Iallgatherv(MPI.IN_PLACE, [flat, self.counts, self.displs, MPI.FLOAT])
+                self.c.wait([req], "the optimizer-state allgather")
+            full_state[k] = np.concatenate([flat[q.offset:q.offset + q.size] for q in self.order])
+        step_count = np.array([float(local["step_count"]) if local is not None else -1.0])
+        self.c.wait([self.c.comm.Iallreduce(MPI.IN_PLACE, step_count, MPI.MAX)], "the optimizer step allreduce")
+        sc = int(step_count[0])
+        full_state["steps"] = np.full(len(self.order), sc, dtype=np.int64)
+        out = {**(local or {}), "step_count": sc, "sizes": [q.size for q in self.order], "shard": None,
+               "param_groups": self._full_groups(tmpl), "state": full_state}
+        out.setdefault("algorithm", "adamw")
+        return out
+
+    def _import_opt(self, sd: Mapping) -> None:
+        self._full_template_check(sd)
+        if self.opt is None:
+            return
+        tmpl = self.opt.state_dict()
+        shard_total = int(sum(tmpl["sizes"]))
+        full_total = int(self.full_pos[-1])
+        new_state = {}
+        for k in _elementwise_keys(tmpl, shard_total):
+            src = np.asarray(sd["state"][k]).reshape(-1)
+            if src.size != full_total:
+                raise ValueError(f"optimizer state {k!r} has {src.size} elements, expected {full_total}")
+            parts = []
+            for i, a, b in self.segs:
+                q = self.order[i]
+                base = int(self.full_pos[i]) - q.offset
+                parts.append(src[base + a:base + b])
+            new_state[k] = np.concatenate(parts).astype(tmpl["state"][k].dtype)
+        steps = np.asarray(sd["state"]["steps"]).reshape(-1)
+        new_state["steps"] = np.array([steps[i] for i, _, _ in self.segs], dtype=tmpl["state"]["steps"].dtype)
+        groups = []
+        for g_t, g_full in zip(tmpl["param_groups"], self._full_groups(sd)):
+            groups.append({**g_full, "weight_decay": g_t["weight_decay"], "num_params": g_t["num_params"]})
+        self.opt.load_state_dict({**tmpl, "step_count": int(sd["step_count"]), "param_groups": groups,
+                                  "state": new_state})
 
 
 class DiLoCoStrategy(_Strategy):
@@ -859,8 +886,8 @@ class DiLoCoStrategy(_Strategy):
 
     def __init__(self, cfg: DistConfig, model: Any, comm: Any = None, optimizer_factory: Callable | None = None) -> None:
         super().__init__(cfg, model, comm, optimizer_factory)
-        self.opt = self._make_opt(_groups(self.layout, self.flat_p, self.flat_g, 0, self.n, cfg.weight_decay))
-        self._state = _OptState(self.opt, _group_ranges(self.layout, 0, self.n), 0, self.n)
+        groups, _ = _groups(self.order, self.flat_p, self.flat_g, 0, self.n, cfg.weight_decay)
+        self.opt = self._make_opt(groups)
         self.anchor = self.flat_p.copy()  # theta_global
         self.outer_buf = np.zeros(self.n, dtype=np.float32)
         self.delta = np.zeros(self.n, dtype=np.float32)
@@ -928,9 +955,9 @@ class DiLoCoStrategy(_Strategy):
             loss_sum += float(m.forward_backward(x, y))
             tokens += int(np.asarray(y).size)
         scale = 1.0 / len(micro)
-        sq = float(self.opt.grad_sq_norm()) * scale * scale
+        raw_sq = float(self.opt.grad_sq_norm())
         skipped = False
-        if not math.isfinite(sq) or not math.isfinite(loss_sum):
+        if not math.isfinite(raw_sq) or not math.isfinite(loss_sum):
             msg = f"rank {self.rank} step {self.step_count}: non-finite local gradient; policy={self.cfg.nonfinite}"
             if self.cfg.nonfinite == "abort":
                 log.error(msg + ": aborting")
@@ -939,7 +966,7 @@ class DiLoCoStrategy(_Strategy):
             self.skipped_steps += 1
             skipped, gn = True, float("nan")
         else:
-            res = self._step_opt(lr, scale, math.sqrt(sq))
+            res = self._step_opt(lr, scale, math.sqrt(raw_sq))
             gn, skipped = float(res.grad_norm), bool(res.skipped)
         self.inner_count += 1
         self.step_count += 1
@@ -977,12 +1004,12 @@ class DiLoCoStrategy(_Strategy):
         Mid-round, the model's own (rank 0's) local parameters are what the trainer saves; a resumed
         job continues the round from them with the saved anchor and momentum.
         """
-        canon = self._state.export()
+        opt = self.opt.state_dict()
         if self.world_size > 1:
-            for k in sorted(canon["arrays"]):
-                self.c.allreduce_sum(canon["arrays"][k], "the inner optimizer-state average")
-                canon["arrays"][k] *= np.float32(1.0 / self.world_size)
-        return {"mode": self.mode, "step": self.step_count, "optimizer": canon,
+            for k in _elementwise_keys(opt, self.n):
+                self.c.allreduce_sum(opt["state"][k], "the inner optimizer-state average")
+                opt["state"][k] *= np.float32(1.0 / self.world_size)
+        return {"mode": self.mode, "step": self.step_count, "optimizer": opt, "skipped_steps": self.skipped_steps,
                 "diloco": {"anchor": self.anchor.copy(), "outer_momentum": self.outer_buf.copy(),
                            "inner_count": self.inner_count, "rounds": self.rounds}}
 
