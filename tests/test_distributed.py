@@ -105,7 +105,7 @@ DDP = {"mode": "ddp", "lr": 3e-3, "weight_decay": 0.1, "max_grad_norm": 1.0, "bu
 def test_ddp_two_ranks_equal_single_process_doubled_batch(tmp_path):
     # micro=1 per rank, 4 sequences each == one process with 8 sequences; small buckets and a tiny
     # MPI chunk limit exercise the overlapped hook path and the >2**31 chunking code.
-    spec = {"dist": DDP, "micro": 1, "max_chunk": 4099}
+    spec = {"dist": DDP, "micro": 1, "max_chunk": 1000}
     launch(tmp_path, spec)
     r0, r1 = results(tmp_path, 2)
     np.testing.assert_array_equal(r0["params"], r1["params"])  # identical on all ranks
@@ -147,12 +147,21 @@ def test_diloco_degenerate_identity_is_data_parallel_sgd(tmp_path):
 
 
 @needs_mpi
-def test_diloco_adamw_bf16_wire_runs_and_replicas_agree(tmp_path):
-    d = {"mode": "diloco", "diloco_h": 2, "wire_dtype": "bf16", "lr": 3e-3, "checksum_every": 2, "timeout_s": 60}
-    launch(tmp_path, {"dist": d, "micro": 1, "steps": 4})
-    r0, r1 = results(tmp_path, 2)
-    np.testing.assert_array_equal(r0["params"], r1["params"])  # after a sync all ranks hold the anchor
-    assert np.all(np.isfinite(r0["losses"]))
+def test_diloco_adamw_bf16_wire_matches_f32_wire(tmp_path):
+    """Two rounds of DiLoCo with AdamW inside; bf16 pseudo-gradients (summed by a user-defined MPI op)
+    land within bf16 rounding of the f32 allreduce, and replicas agree after every sync."""
+    d = {"mode": "diloco", "diloco_h": 2, "lr": 3e-3, "checksum_every": 2, "timeout_s": 60}
+    out = {}
+    for wire in ("f32", "bf16"):
+        (tmp_path / wire).mkdir()
+        launch(tmp_path / wire, {"dist": {**d, "wire_dtype": wire}, "micro": 1, "steps": 4, "max_chunk": 1000})
+        r0, r1 = results(tmp_path / wire, 2)
+        np.testing.assert_array_equal(r0["params"], r1["params"])  # after a sync all ranks hold the anchor
+        out[wire] = r0["params"]
+    init = build_model(BASE).flat_params()
+    moved = np.abs(out["f32"] - init).max()
+    assert moved > 1e-3
+    assert np.abs(out["bf16"] - out["f32"]).max() <= 0.02 * moved
 
 
 def test_diloco_outer_nesterov_matches_torch_sgd():
