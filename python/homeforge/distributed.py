@@ -224,6 +224,9 @@ class DistConfig:
 def _from_run_config(run: Any) -> dict[str, Any]:
     """DistConfig keys from a homeforge.config.RunConfig ([distributed], [optim], train.threads)."""
     d, o = run.distributed, run.optim
+    name = getattr(o, "name", "adamw")
+    if name != "adamw":
+        raise ValueError(f"config key optim.name = {name!r}: the MPI strategies (ddp, zero1, diloco) train with AdamW")
     out: dict[str, Any] = {
         "mode": "ddp" if d.mode == "none" else d.mode,
         "lr": o.lr, "betas": tuple(o.betas), "eps": o.eps, "weight_decay": o.weight_decay,
