@@ -16,6 +16,7 @@ from .trainer import Trainer
 from . import optim
 from .model import Model, ModelConfig
 from .tokenizer import Tokenizer
+from . import distributed
 
 __version__: str = _core.__version__
 
@@ -32,4 +33,5 @@ __all__ = [
     "Model",
     "ModelConfig",
     "Tokenizer",
+    "distributed",
 ]
