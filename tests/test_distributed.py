@@ -44,8 +44,11 @@ BASE = {"global_seqs": 8, "seq": 16, "micro": 2, "steps": 4, "seed": 0}
 
 def mpi_env() -> dict:
     env = dict(os.environ)
-    root = Path(__file__).resolve().parents[1]
-    env["PYTHONPATH"] = os.pathsep.join([str(root / "python"), env.get("PYTHONPATH", "")])
+    # The package under test: site-packages when installed (CI), python/ in a developer build.
+    import homeforge
+
+    package_parent = Path(homeforge.__file__).resolve().parents[1]
+    env["PYTHONPATH"] = os.pathsep.join([str(package_parent), env.get("PYTHONPATH", "")])
     env.setdefault("OMPI_MCA_rmaps_base_oversubscribe", "1")
     env["OMPI_MCA_btl"] = env.get("OMPI_MCA_btl", "self,vader,tcp")  # no InfiniBand probing here
     env.pop("OMPI_COMM_WORLD_RANK", None)
