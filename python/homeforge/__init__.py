@@ -8,7 +8,7 @@ True
 from __future__ import annotations
 
 from . import _libs  # noqa: F401  (loads oneDNN/oneTBB before the extension)
-from . import _core
+from . import _core, ops
 from .runtime import get_num_threads, runtime_info, set_num_threads
 from . import optim
 from .tokenizer import Tokenizer
@@ -17,6 +17,7 @@ __version__: str = _core.__version__
 
 __all__ = [
     "__version__",
+    "ops",
     "runtime_info",
     "set_num_threads",
     "get_num_threads",

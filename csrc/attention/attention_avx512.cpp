@@ -1,0 +1,28 @@
+/*
+ * attention_avx512.cpp: AVX-512 microkernels for the attention tile driver (attention_impl.inc).
+ *
+ *   qk:        S (M x 64) = A (M x K) . Bt (K x 64)      scores Q.K^T and dP = dO.V^T
+ *   gemm_acc:  C (rows x Dp) += A (rows x K) . B (K x Dp, row stride ldb)  P.V, dV += P^T.dO, dK += dS^T.Q, dQ += dS.K
+ *   row_exp2:  p = 2^(s*c - m) by a degree-7 polynomial after range reduction, vscalefps for 2^n
+ *
+ * Both products are register blocked: qk keeps a 6 x 64 block of S in 24 zmm accumulators and
+ * per k loads 4 vectors of Bt and broadcasts 6 elements of A (24 FMAs per 4 loads + 6
+ * broadcasts); gemm_acc keeps R rows x NV vectors of C (R*NV <= 24) and per k loads NV vectors of
+ * B and broadcasts R elements of A, A's strides letting the same kernel read P or P^T. Packed
+ * rows are padded to 16 floats, so there are no masked loads. A 64-key block is 16 KiB of f32 at
+ * D = 64, so the tiles of one work item stay in L1/L2; why not oneDNN per tile: at these sizes
+ * (M x 64 x D with M ~ 64) a primitive call costs microseconds of dispatch for ~0.5 MFLOP.
+ */
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstdlib>
+
+#include "attention/attention_kernels.h"
+
+namespace hf::attn::avx512 {
+
+#include "attention/attention_avx512_kernels.inc"
+#include "attention/attention_impl.inc"
+
+}  // namespace hf::attn::avx512
