@@ -6,7 +6,7 @@ import collections.abc
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['Bpe', 'BpeBase', 'BpeTrainer', 'active_isa', 'default_num_threads', 'detected_isa', 'gemm', 'gemm_cache_size', 'num_threads', 'onednn_cpu_runtime', 'onednn_version', 'pattern_regex', 'pretokenize', 'pretokenize_count', 'serial_backend', 'set_isa_limit', 'set_num_threads', 'set_serial_backend', 'stream_copy', 'stream_triad', 'tbb_version', 'unicode_version']
+__all__: list[str] = ['Bpe', 'BpeBase', 'BpeTrainer', 'active_isa', 'attention', 'attention_backward', 'default_num_threads', 'detected_isa', 'gemm', 'gemm_cache_size', 'num_threads', 'onednn_cpu_runtime', 'onednn_version', 'pattern_regex', 'pretokenize', 'pretokenize_count', 'serial_backend', 'set_isa_limit', 'set_num_threads', 'set_serial_backend', 'stream_copy', 'stream_triad', 'tbb_version', 'unicode_version']
 class BpeBase:
     pass
 class Bpe(BpeBase):
@@ -110,6 +110,14 @@ def _threads_seen(what: str, size: typing.SupportsInt | typing.SupportsIndex) ->
     ...
 def active_isa() -> str:
     ...
+def attention(q: typing.Any, k: typing.Any, v: typing.Any, causal: bool = True, scale: typing.SupportsFloat | typing.SupportsIndex = 0.0) -> tuple:
+    """
+    Fused attention forward: (out, lse). scale=0 means 1/sqrt(D).
+    """
+def attention_backward(dout: typing.Any, q: typing.Any, k: typing.Any, v: typing.Any, out: typing.Any, lse: typing.Any, causal: bool = True, scale: typing.SupportsFloat | typing.SupportsIndex = 0.0) -> tuple:
+    """
+    Fused attention backward (FlashAttention-2): (dq, dk, dv).
+    """
 def default_num_threads() -> int:
     ...
 def detected_isa() -> str:
