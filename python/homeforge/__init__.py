@@ -11,6 +11,7 @@ from . import _libs  # noqa: F401  (loads oneDNN/oneTBB before the extension)
 from . import _core, ops
 from .runtime import get_num_threads, runtime_info, set_num_threads
 from . import optim
+from .model import Model, ModelConfig
 from .tokenizer import Tokenizer
 
 __version__: str = _core.__version__
@@ -22,5 +23,7 @@ __all__ = [
     "set_num_threads",
     "get_num_threads",
     "optim",
+    "Model",
+    "ModelConfig",
     "Tokenizer",
 ]

@@ -1,0 +1,90 @@
+/*
+ * cross_entropy.cpp: the LM head and softmax cross-entropy, fused and chunked over token rows.
+ *
+ *   for each chunk of rows r:  logits (rows, V) f32 = h[r] (rows, d) @ W^T          (GEMM)
+ *                              loss_n = logsumexp(logits_n) - logits_n[target_n]
+ *                              dlogits = (softmax - onehot(target)) * scale        (in place)
+ *                              dh[r] (rows, d) = dlogits @ W                        (GEMM)
+ *                              dW (V, d) += dlogits^T @ h[r]                        (GEMM, beta=1)
+ *
+ * Only one chunk of logits exists at a time (chunk x V f32, plus a bf16 copy in mixed
+ * precision), never the full N x V, and the softmax gradient overwrites the logits in the same
+ * pass that computes the loss: one read + one write of the chunk beyond the GEMMs. Rows with
+ * target -100 give no loss and a zero gradient. Per-row losses are summed in row order in
+ * double, so the loss does not depend on threading.
+ */
+#include <cmath>
+#include <vector>
+
+#include "model/kernels.h"
+#include "model/profile.h"
+#include "runtime/parallel.h"
+
+namespace hf::model {
+
+int64_t ce_workspace_bytes(int64_t chunk, int64_t V, DType ht) {
+  return chunk * V * 4 + (ht == DType::bf16 ? chunk * V * 2 : 0) + 64;
+}
+
+double cross_entropy_fused(const void* h, const void* W, const int32_t* targets, int64_t N, int64_t d, int64_t V,
+                           DType ht, int64_t chunk, float scale, float* dh, float* dW, void* work) {
+  const int64_t es = dsize(ht);
+  float* logits = static_cast<float*>(work);
+  bf16_t* dl16 = ht == DType::bf16 ? reinterpret_cast<bf16_t*>(logits + chunk * V) : nullptr;
+  std::vector<double> row_loss(size_t(std::min(chunk, N)));
+  double total = 0.0;
+  for (int64_t r0 = 0; r0 < N; r0 += chunk) {
+    const int64_t rows = std::min(chunk, N - r0);
+    const char* hr = static_cast<const char*>(h) + r0 * d * es;
+    bool any = false;
+    for (int64_t i = 0; i < rows; ++i) any |= targets[r0 + i] != -100;
+    if (!any) {
+      if (dh) std::fill(dh + r0 * d, dh + (r0 + rows) * d, 0.0f);
+      continue;
+    }
+    {
+      HF_PHASE("ce_logits_gemm");
+      linear_forward(hr, W, rows, d, V, ht, logits, DType::f32);
+    }
+    HF_PHASE("ce_softmax_and_grad_gemms");
+    parallel_for(0, rows, 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t i = lo; i < hi; ++i) {
+        float* l = logits + i * V;
+        const int32_t t = targets[r0 + i];
+        if (t == -100) {
+          row_loss[i] = 0.0;
+          if (dh) {
+            if (dl16) std::fill(dl16 + i * V, dl16 + (i + 1) * V, bf16_t(0));
+            else std::fill(l, l + V, 0.0f);
+          }
+          continue;
+        }
+        const float m = row_max(l, V);
+        const float lt = l[t];
+        exp_shift_inplace(l, V, m);
+        const float sum = row_sum(l, V);
+        row_loss[i] = double(m) + std::log(double(sum)) - double(lt);
+        if (dh) {
+          const float inv = scale / sum;
+          if (dl16) {
+            bf16_t* o = dl16 + i * V;
+            for (int64_t j = 0; j < V; ++j) o[j] = to_bf16(l[j] * inv);
+            o[t] = to_bf16(l[t] * inv - scale);
+          } else {
+            for (int64_t j = 0; j < V; ++j) l[j] *= inv;
+            l[t] -= scale;
+          }
+        }
+      }
+    });
+    for (int64_t i = 0; i < rows; ++i) total += row_loss[i];
+    if (dh) {
+      const void* g = dl16 ? static_cast<const void*>(dl16) : static_cast<const void*>(logits);
+      linear_backward_input(g, W, rows, d, V, ht, dh + r0 * d, DType::f32);
+      linear_backward_weight(g, hr, rows, d, V, ht, dW);
+    }
+  }
+  return total;
+}
+
+}  // namespace hf::model
