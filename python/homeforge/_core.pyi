@@ -6,7 +6,7 @@ import collections.abc
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['Bpe', 'BpeBase', 'BpeTrainer', 'active_isa', 'attention', 'attention_backward', 'default_num_threads', 'detected_isa', 'gemm', 'gemm_cache_size', 'num_threads', 'onednn_cpu_runtime', 'onednn_version', 'pattern_regex', 'pretokenize', 'pretokenize_count', 'serial_backend', 'set_isa_limit', 'set_num_threads', 'set_serial_backend', 'stream_copy', 'stream_triad', 'tbb_version', 'unicode_version']
+__all__: list[str] = ['Bpe', 'BpeBase', 'BpeTrainer', 'LlamaModel', 'active_isa', 'attention', 'attention_backward', 'default_num_threads', 'detected_isa', 'gemm', 'gemm_cache_size', 'num_threads', 'onednn_cpu_runtime', 'onednn_version', 'pattern_regex', 'pretokenize', 'pretokenize_count', 'serial_backend', 'set_isa_limit', 'set_num_threads', 'set_serial_backend', 'stream_copy', 'stream_triad', 'tbb_version', 'unicode_version']
 class BpeBase:
     pass
 class Bpe(BpeBase):
@@ -104,6 +104,40 @@ class _OptimPlan:
     @property
     def total(self) -> int:
         ...
+class LlamaModel:
+    """
+    Native Llama-style decoder; use homeforge.Model instead.
+    """
+    def __init__(self, vocab_size: typing.SupportsInt | typing.SupportsIndex, d_model: typing.SupportsInt | typing.SupportsIndex, n_layers: typing.SupportsInt | typing.SupportsIndex, n_heads: typing.SupportsInt | typing.SupportsIndex, n_kv_heads: typing.SupportsInt | typing.SupportsIndex, ffn_hidden: typing.SupportsInt | typing.SupportsIndex, max_seq_len: typing.SupportsInt | typing.SupportsIndex, rope_theta: typing.SupportsFloat | typing.SupportsIndex, norm_eps: typing.SupportsFloat | typing.SupportsIndex, tie_embeddings: bool, dtype: str, recompute: bool) -> None:
+        ...
+    def decode(self, tokens: typing.Any, pos0: typing.SupportsInt | typing.SupportsIndex) -> numpy.typing.NDArray[numpy.float32]:
+        ...
+    def forward(self, tokens: typing.Any) -> numpy.typing.NDArray[numpy.float32]:
+        ...
+    def forward_backward(self, tokens: typing.Any, targets: typing.Any, hook: typing.Any = None) -> float:
+        ...
+    def grads(self) -> numpy.ndarray[typing.Any, numpy.dtype[typing.Any]]:
+        ...
+    def layer_ranges(self) -> list:
+        ...
+    def layout(self) -> list:
+        ...
+    def loss(self, tokens: typing.Any, targets: typing.Any) -> tuple[float, int]:
+        ...
+    def num_params(self) -> int:
+        ...
+    def params(self) -> numpy.ndarray[typing.Any, numpy.dtype[typing.Any]]:
+        ...
+    def state_bytes(self) -> int:
+        ...
+    def workspace_bytes(self) -> int:
+        ...
+    def zero_grad(self) -> None:
+        ...
+def _model_profile() -> dict[str, float]:
+    """
+    Seconds per kernel kind since the last call (set HOMEFORGE_MODEL_PROFILE=1 before import).
+    """
 def _optim_hash32(x: typing.SupportsInt | typing.SupportsIndex) -> int:
     ...
 def _threads_seen(what: str, size: typing.SupportsInt | typing.SupportsIndex) -> int:
