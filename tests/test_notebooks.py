@@ -21,7 +21,6 @@ try:
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
     import ipykernel  # noqa: F401  (the kernel nbclient starts)
-    from jupyter_client.kernelspec import KernelSpecManager, NATIVE_KERNEL_NAME
 except ImportError as e:  # pragma: no cover
     pytest.skip(f"executing notebooks needs nbclient, nbformat and ipykernel ({e}); pip install -e '.[test]'",
                 allow_module_level=True)
@@ -37,34 +36,37 @@ def test_notebooks_exist_and_are_stripped():
                 assert cell["outputs"] == [] and cell["execution_count"] is None, f"{p.name}: outputs not stripped"
 
 
-class _ThisInterpreter(KernelSpecManager):
-    """Resolve the python3 kernel to the interpreter running the tests (not whatever is on PATH)."""
-
-    def get_kernel_spec(self, kernel_name):
-        spec = super().get_kernel_spec(NATIVE_KERNEL_NAME)
-        spec.argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
-        return spec
+@pytest.fixture
+def kernel_name(tmp_path, monkeypatch):
+    """A kernelspec that runs the interpreter running the tests (not whatever python3 is on PATH)."""
+    spec_dir = tmp_path / "jupyter" / "kernels" / "homeforge-test"
+    spec_dir.mkdir(parents=True)
+    (spec_dir / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "homeforge tests", "language": "python"}))
+    monkeypatch.setenv("JUPYTER_PATH", str(tmp_path / "jupyter"))
+    # the kernel imports the same homeforge as the tests
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(p for p in sys.path if p))
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    return "homeforge-test"
 
 
 @pytest.mark.slow
+# jupyter_client/zmq leave sockets to the garbage collector at kernel shutdown: not our code
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_runs(path, tmp_path):
+def test_notebook_runs(path, tmp_path, kernel_name):
     nb = nbformat.read(path, as_version=4)
-    env_pp = os.pathsep.join(p for p in sys.path if p)  # the kernel imports the same homeforge as the tests
-    os.environ.setdefault("MPLBACKEND", "Agg")
-    client = NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}},
-                            kernel_spec_manager=_ThisInterpreter())
-    old = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = env_pp
+    client = NotebookClient(nb, timeout=300, kernel_name=kernel_name, resources={"metadata": {"path": str(tmp_path)}})
     try:
         client.execute()
     except CellExecutionError as e:
         pytest.fail(f"{path.name} failed:\n{str(e)[-4000:]}")
-    finally:
-        if old is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = old
     errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
     assert not errors, f"{path.name}: {errors[0].get('ename')}: {errors[0].get('evalue')}"
+    assert all(c.get("execution_count") for c in nb.cells if c.cell_type == "code"), f"{path.name}: a cell did not run"
     assert any(c.get("outputs") for c in nb.cells if c.cell_type == "code"), f"{path.name} produced no output"
+    out_dir = os.environ.get("HOMEFORGE_NOTEBOOK_OUT")  # keep the executed copy for a look
+    if out_dir:
+        nbformat.write(nb, str(Path(out_dir) / path.name))
