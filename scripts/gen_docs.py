@@ -102,7 +102,7 @@ CONFIG_DESCRIPTIONS: dict[str, str] = {
     "optim.betas": "AdamW (beta1, beta2), each in [0, 1).",
     "optim.eps": "AdamW epsilon.",
     "optim.weight_decay": "Decoupled weight decay, on 2-D weights only (not on norms).",
-    "optim.max_grad_norm": "Clip the global gradient norm to this; omit or set to a huge value to disable.",
+    "optim.max_grad_norm": "Clip the global gradient norm to this (TOML has no null: a very large value turns clipping off).",
     "optim.nonfinite": '`"skip"`: a step with a NaN/Inf gradient is skipped (and logged); `"abort"`: the run stops.',
     # [train]
     "train.steps": "Optimizer steps of the whole run (the schedule spans them; `--until` stops earlier).",
@@ -114,7 +114,7 @@ CONFIG_DESCRIPTIONS: dict[str, str] = {
     "train.sample_prompt": "Prompt of the samples (empty: start from the end-of-text token).",
     "train.sample_tokens": "Tokens generated per sample.",
     "train.sample_temperature": "Sampling temperature of the samples.",
-    "train.sample_top_k": "Top-k of the samples (omit for none).",
+    "train.sample_top_k": "Top-k of the samples.",
     "train.checkpoint_every": "Steps between checkpoints (0: only at the end).",
     "train.keep_last": "Checkpoints kept (the best by validation loss is kept too).",
     "train.threads": "Threads for homeforge's kernels (default: all cores; under mpirun: cores / ranks on the host).",
