@@ -10,9 +10,13 @@ from __future__ import annotations
 from . import _libs  # noqa: F401  (loads oneDNN/oneTBB before the extension)
 from . import _core, ops
 from .runtime import get_num_threads, runtime_info, set_num_threads
+from .config import RunConfig
+from .data import TokenLoader
+from .trainer import Trainer
 from . import optim
 from .model import Model, ModelConfig
 from .tokenizer import Tokenizer
+from . import distributed
 
 __version__: str = _core.__version__
 
@@ -22,8 +26,12 @@ __all__ = [
     "runtime_info",
     "set_num_threads",
     "get_num_threads",
+    "RunConfig",
+    "TokenLoader",
+    "Trainer",
     "optim",
     "Model",
     "ModelConfig",
     "Tokenizer",
+    "distributed",
 ]

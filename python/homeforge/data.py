@@ -1,0 +1,664 @@
+"""Data preparation (raw text -> token shards) and the packed-sequence loader that feeds training.
+
+``prepare(inputs, out_dir, tokenizer)`` (CLI: ``homeforge data prepare``) streams text from files,
+folders, globs and jsonl files (one named field per record), cleans it, removes exact duplicate
+documents, splits train/validation deterministically, tokenizes in parallel and writes token shards
+(:mod:`homeforge.shards`) plus ``manifest.json``. The cleaning rules, in order:
+
+1. bytes are decoded as strict UTF-8 line by line; a line that is not valid UTF-8 (or a jsonl
+   record that is not valid JSON, or whose field is not a string) is dropped and reported by file
+   and line number (``manifest["bad_lines"]``, the first 1,000; ``counts["bad_lines"]`` counts all);
+2. newlines are normalised: ``\\r\\n`` and lone ``\\r`` become ``\\n``;
+3. empty (whitespace-only) lines are dropped;
+4. a document is the cleaned lines of one text file (``doc_unit="file"``, split at line boundaries
+   past ``max_doc_bytes``), of one paragraph (``"paragraph"``), of one line (``"line"``), or one
+   jsonl record; documents whose exact text was seen before are dropped. The duplicate filter keeps
+   a set of 16-byte BLAKE2b digests (memory: ~90 bytes per distinct document);
+5. a document goes to validation when the first 8 bytes of its digest, read as a fraction of 2**64,
+   fall below ``val_fraction``: deterministic, independent of order and of the thread count.
+
+Each document is followed by the tokenizer's ``<|endoftext|>`` token. Work proceeds in chunks of
+about ``chunk_bytes`` of text; after each chunk its shards and duplicate digests are on disk and
+``.progress.json`` records where the chunk ended (source, byte offset, line), so an interrupted run
+started again with the same arguments resumes after the last finished chunk and produces the same
+shards as an uninterrupted run. Every file is written atomically.
+
+:class:`TokenLoader` serves packed (tokens, targets) windows of ``seq_len`` (+1 shifted) from the
+memory-mapped shards in a seeded random order per epoch; rank ``r`` of ``W`` takes its own disjoint
+``batch_size`` windows of every global step, and ``state_dict()`` saves the position exactly.
+
+>>> import numpy as np, tempfile, os
+>>> from homeforge.shards import write_shard
+>>> d = tempfile.mkdtemp()
+>>> write_shard(os.path.join(d, "train_000000.bin"), np.arange(100) % 50, 50, "ab" * 32)
+>>> loader = TokenLoader([os.path.join(d, "train_000000.bin")], seq_len=8, batch_size=2, seed=0)
+>>> x, y = loader.next_batch()
+>>> x.shape, bool((x[:, 1:] == y[:, :-1]).all())
+((2, 8), True)
+>>> state = loader.state_dict(); a = loader.next_batch()[0]
+>>> loader.load_state_dict(state); bool((loader.next_batch()[0] == a).all())
+True
+"""
+
+from __future__ import annotations
+
+import glob as _glob
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from ._atomic import atomic_write
+from .shards import ShardWriter, read_shard, shard_info
+
+__all__ = ["PrepareConfig", "prepare", "clean_lines", "iter_documents", "expand_inputs", "TokenLoader",
+           "load_manifest", "TOKEN_DTYPE"]
+
+#: dtype of the (tokens, targets) arrays the loader returns.
+TOKEN_DTYPE = np.int32
+MANIFEST = "manifest.json"
+PROGRESS = ".progress.json"
+TOKENIZER_FILE = "tokenizer.hftok"
+_JSONL_SUFFIXES = (".jsonl", ".ndjson")
+_MAX_BAD_REPORTED = 1000
+
+
+# ----------------------------------------------------------------------------------------------
+# sources and cleaning
+
+
+def expand_inputs(inputs: Sequence[str | os.PathLike[str]], *, include: Sequence[str] = ()) -> list[Path]:
+    """Files named by ``inputs``: files, folders (recursive; hidden entries skipped; ``include`` globs
+    filter names, e.g. ``["*.py"]``) and glob patterns. Sorted within each input; duplicates dropped.
+
+    >>> expand_inputs(["/definitely/not/here.txt"])
+    Traceback (most recent call last):
+    ...
+    FileNotFoundError: input not found: /definitely/not/here.txt
+    """
+    out: list[Path] = []
+    seen: set[Path] = set()
+    if isinstance(inputs, (str, os.PathLike)):
+        inputs = [inputs]
+    for item in inputs:
+        s = os.fspath(item)
+        p = Path(s)
+        if p.is_dir():
+            found = sorted(q for q in p.rglob("*") if q.is_file()
+                           and not any(part.startswith(".") or part == "__pycache__" for part in q.relative_to(p).parts)
+                           and (not include or any(q.match(pat) for pat in include)))
+        elif p.is_file():
+            found = [p]
+        elif any(c in s for c in "*?["):
+            found = sorted(Path(q) for q in _glob.glob(s, recursive=True) if Path(q).is_file())
+            if not found:
+                raise FileNotFoundError(f"no files match {s}")
+        else:
+            raise FileNotFoundError(f"input not found: {s}")
+        for q in found:
+            r = q.resolve()
+            if r not in seen:
+                seen.add(r)
+                out.append(q)
+    return out
+
+
+def clean_lines(text: str) -> list[str]:
+    """Normalise newlines and drop empty lines; each kept line ends with ``\\n``.
+
+    >>> clean_lines("a\\r\\nb\\r\\r\\n  \\nc")
+    ['a\\n', 'b\\n', 'c\\n']
+    """
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return [ln + "\n" for ln in text.split("\n") if ln.strip()]
+
+
+@dataclass
+class _Stats:
+    docs: int = 0
+    bytes_in: int = 0
+    lines_kept: int = 0
+    empty_lines: int = 0
+    bad_lines: int = 0
+    duplicates: int = 0
+    bad: list[str] = field(default_factory=list)
+
+    def report_bad(self, path: Path, line_no: int, why: str) -> None:
+        self.bad_lines += 1
+        if len(self.bad) < _MAX_BAD_REPORTED:
+            self.bad.append(f"{path}:{line_no}: {why}")
+
+
+def _clean_counted(text: str, stats: _Stats) -> str:
+    lines = clean_lines(text)
+    stats.lines_kept += len(lines)
+    return "".join(lines)
+
+
+def iter_documents(path: Path, *, src_index: int = 0, start: tuple[int, int] = (0, 0), doc_unit: str = "file",
+                   jsonl_field: str = "text", max_doc_bytes: int = 1 << 20,
+                   stats: _Stats | None = None) -> Iterator[tuple[str, tuple[int, int, int]]]:
+    """Yield ``(cleaned_document, (src_index, byte_offset_after, line_after))`` from one file.
+
+    ``start`` = (byte offset, line number) resumes inside a file at a position a previous call yielded.
+    """
+    stats = stats if stats is not None else _Stats()
+    is_jsonl = path.suffix.lower() in _JSONL_SUFFIXES
+    offset, line_no = start
+    buf: list[str] = []
+    buf_bytes = 0
+    try:
+        f = open(path, "rb")
+    except FileNotFoundError:
+        raise FileNotFoundError(f"input not found: {path}") from None
+    with f:
+        f.seek(offset)
+        if not is_jsonl and doc_unit == "file":
+            yield from _file_blocks(f, path, src_index, offset, line_no, max_doc_bytes, stats)
+            return
+        for raw in f:
+            offset += len(raw)
+            line_no += 1
+            stats.bytes_in += len(raw)
+            try:
+                text = raw.decode("utf-8", errors="strict")
+            except UnicodeDecodeError as e:
+                stats.report_bad(path, line_no, f"invalid UTF-8 at byte {e.start} of the line")
+                continue
+            if is_jsonl:
+                if not text.strip():
+                    stats.empty_lines += 1
+                    continue
+                try:
+                    rec = json.loads(text)
+                except json.JSONDecodeError as e:
+                    stats.report_bad(path, line_no, f"invalid JSON ({e.msg})")
+                    continue
+                if not isinstance(rec, dict) or not isinstance(rec.get(jsonl_field), str):
+                    stats.report_bad(path, line_no, f"no string field {jsonl_field!r}")
+                    continue
+                value = rec[jsonl_field]
+                try:
+                    value.encode("utf-8")
+                except UnicodeEncodeError:
+                    stats.report_bad(path, line_no, "lone surrogate in the JSON string")
+                    continue
+                doc = _clean_counted(value, stats)
+                if doc:
+                    yield doc, (src_index, offset, line_no)
+                continue
+            # plain text: one physical line (possibly with internal lone \r, which also ends lines)
+            pieces = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+            if pieces and pieces[-1] == "":
+                pieces.pop()
+            for piece in pieces:
+                if not piece.strip():
+                    stats.empty_lines += 1
+                    if doc_unit == "paragraph" and buf:
+                        doc = "".join(buf)
+                        buf, buf_bytes = [], 0
+                        yield doc, (src_index, offset, line_no)
+                    continue
+                stats.lines_kept += 1
+                if doc_unit == "line":
+                    yield piece + "\n", (src_index, offset, line_no)
+                    continue
+                buf.append(piece + "\n")
+                buf_bytes += len(piece) + 1
+            if buf and buf_bytes >= max_doc_bytes:
+                doc = "".join(buf)
+                buf, buf_bytes = [], 0
+                yield doc, (src_index, offset, line_no)
+        if buf:
+            yield "".join(buf), (src_index, offset, line_no)
+
+
+def _file_blocks(f: Any, path: Path, src_index: int, offset: int, line_no: int, block_bytes: int,
+                 stats: _Stats) -> Iterator[tuple[str, tuple[int, int, int]]]:
+    """doc_unit="file": one document per block of about ``block_bytes`` (whole lines), decoded and
+    cleaned a block at a time (a block that is not valid UTF-8 is redone line by line to report the
+    bad lines)."""
+    while True:
+        block = f.read(block_bytes)
+        if not block:
+            return
+        if not block.endswith(b"\n"):
+            block += f.readline()
+        stats.bytes_in += len(block)
+        ends_nl = block.endswith(b"\n")
+        n_lines = block.count(b"\n") + (0 if ends_nl else 1)
+        try:
+            text = block.decode("utf-8")
+        except UnicodeDecodeError:
+            parts = block.split(b"\n")
+            if ends_nl:
+                parts.pop()
+            good = []
+            for i, raw in enumerate(parts):
+                try:
+                    good.append(raw.decode("utf-8"))
+                except UnicodeDecodeError as e:
+                    stats.report_bad(path, line_no + i + 1, f"invalid UTF-8 at byte {e.start} of the line")
+            text = "\n".join(good) + ("\n" if good else "")
+        pieces = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+        if pieces and pieces[-1] == "":
+            pieces.pop()
+        kept = [p for p in pieces if p.strip()]
+        stats.lines_kept += len(kept)
+        stats.empty_lines += len(pieces) - len(kept)
+        offset += len(block)
+        line_no += n_lines
+        if kept:
+            yield "\n".join(kept) + "\n", (src_index, offset, line_no)
+
+
+def _digest(doc: str) -> bytes:
+    return hashlib.blake2b(doc.encode("utf-8"), digest_size=16).digest()
+
+
+def _is_val(digest: bytes, val_fraction: float) -> bool:
+    return int.from_bytes(digest[:8], "little") < val_fraction * 2.0**64
+
+
+# ----------------------------------------------------------------------------------------------
+# prepare
+
+
+@dataclass
+class PrepareConfig:
+    """Settings of one preparation; they are recorded in the manifest and must match to resume."""
+
+    jsonl_field: str = "text"
+    doc_unit: str = "file"  # file | paragraph | line
+    val_fraction: float = 0.005
+    max_doc_bytes: int = 1 << 20
+    chunk_bytes: int = 64 << 20
+    shard_tokens: int = 1 << 26
+    batch_docs: int = 1024
+    include: tuple[str, ...] = ()
+    dedup: bool = True
+
+    def validate(self) -> None:
+        if self.doc_unit not in ("file", "paragraph", "line"):
+            raise ValueError(f"doc_unit must be 'file', 'paragraph' or 'line', got {self.doc_unit!r}")
+        if not 0.0 <= self.val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
+        for name in ("max_doc_bytes", "chunk_bytes", "shard_tokens", "batch_docs"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+
+def _load_tokenizer(tokenizer: Any) -> Any:
+    if isinstance(tokenizer, (str, os.PathLike)):
+        from .tokenizer import Tokenizer
+
+        if not Path(tokenizer).is_file():
+            raise FileNotFoundError(f"tokenizer not found: {tokenizer}")
+        try:
+            return Tokenizer.load(tokenizer)
+        except ValueError:
+            if not str(tokenizer).endswith(".json"):
+                raise
+        return Tokenizer.from_hf(tokenizer)  # a Hugging Face tokenizer.json
+    return tokenizer
+
+
+def _tokenize_docs(tok: Any, docs: list[str], eot: int, num_threads: int | None) -> np.ndarray:
+    """Token ids of ``docs``, each followed by ``eot`` (uint32)."""
+    if not docs:
+        return np.zeros(0, dtype=np.uint32)
+    # special-token text inside a document is ordinary text: only the separators are <|endoftext|>
+    ids, offsets = tok.encode_batch_flat(docs, num_threads=num_threads, disallowed_special=())
+    ids = np.asarray(ids, dtype=np.uint32)
+    offsets = np.asarray(offsets, dtype=np.int64)
+    return np.insert(ids, offsets[1:], np.uint32(eot))
+
+
+def _sources_record(paths: list[Path]) -> list[dict[str, Any]]:
+    out = []
+    for p in paths:
+        st = p.stat()
+        out.append({"path": str(p), "bytes": st.st_size, "mtime_ns": st.st_mtime_ns})
+    return out
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    with atomic_write(path, "w") as f:
+        json.dump(obj, f, indent=1)
+
+
+def load_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read a prepared data directory's manifest.json (FileNotFoundError / ValueError otherwise)."""
+    d = Path(directory)
+    p = d / MANIFEST
+    if not p.is_file():
+        if (d / PROGRESS).is_file():
+            raise ValueError(f"{d}: data preparation did not finish (run `homeforge data prepare` again to resume)")
+        raise FileNotFoundError(f"no prepared data in {d} (missing {MANIFEST}; run `homeforge data prepare`)")
+    try:
+        m = json.loads(p.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{p}: corrupt manifest ({e})") from None
+    if not isinstance(m, dict) or "splits" not in m:
+        raise ValueError(f"{p}: not a homeforge data manifest")
+    return m
+
+
+def prepare(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str], tokenizer: Any, *,
+            config: PrepareConfig | None = None, num_threads: int | None = None, overwrite: bool = False,
+            progress: bool = False, _stop_after_chunks: int | None = None) -> dict[str, Any]:
+    """Clean, deduplicate, split and tokenize ``inputs`` into token shards in ``out_dir``.
+
+    Returns the manifest (also written to ``out_dir/manifest.json``). ``tokenizer`` is a
+    :class:`homeforge.Tokenizer` or the path of a saved one; it must have ``<|endoftext|>``.
+    Calling again after an interruption resumes; calling again after completion returns the
+    existing manifest when the inputs and settings are unchanged (``overwrite=True`` redoes it).
+    """
+    cfg = config or PrepareConfig()
+    cfg.validate()
+    tok = _load_tokenizer(tokenizer)
+    eot = tok.eot_token
+    if eot is None:
+        raise ValueError("the tokenizer has no <|endoftext|> special token, which separates documents; "
+                         "train it with special_tokens=['<|endoftext|>']")
+    sources = expand_inputs(inputs, include=cfg.include)
+    if not sources:
+        raise ValueError(f"no input files found in {list(map(str, inputs))}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tok_hash = tok.hash()
+    fingerprint = {"sources": _sources_record(sources), "tokenizer_hash": tok_hash, "config": _cfg_json(cfg)}
+
+    if overwrite:
+        _clear_prepared(out)
+    if (out / MANIFEST).is_file():
+        m = load_manifest(out)
+        if m.get("fingerprint") == fingerprint:
+            return m
+        raise ValueError(f"{out} already holds prepared data from other inputs or settings; "
+                         "pass overwrite=True (--overwrite) or choose another directory")
+    state: dict[str, Any] = {"fingerprint": fingerprint, "chunks": []}
+    if (out / PROGRESS).is_file():
+        try:
+            old = json.loads((out / PROGRESS).read_text())
+        except json.JSONDecodeError:
+            old = None
+        if old and old.get("fingerprint") == fingerprint:
+            state = old
+        else:
+            raise ValueError(f"{out} holds an unfinished preparation of other inputs or settings; "
+                             "pass overwrite=True (--overwrite) or choose another directory")
+
+    seen: set[bytes] = set()
+    stats = _Stats()
+    for ch in state["chunks"]:
+        raw = (out / ch["digests"]).read_bytes()
+        seen.update(raw[i:i + 16] for i in range(0, len(raw), 16))
+        for k, v in ch["stats"].items():
+            setattr(stats, k, getattr(stats, k) + v) if k != "bad" else stats.bad.extend(v)
+    pos = tuple(state["chunks"][-1]["end"]) if state["chunks"] else (0, 0, 0)
+
+    t0 = time.perf_counter()
+    chunks_done_now = 0
+    pool = ThreadPoolExecutor(max_workers=1)  # the tokenizer releases the GIL: it overlaps the reading
+    try:
+        total_bytes = sum(s["bytes"] for s in fingerprint["sources"])
+        while pos[0] < len(sources):
+            if _stop_after_chunks is not None and chunks_done_now >= _stop_after_chunks:
+                return {}
+            ci = len(state["chunks"])
+            cstats = _Stats()
+            pending: dict[str, list[str]] = {"train": [], "val": []}
+            futs: dict[str, list[Any]] = {"train": [], "val": []}
+            n_docs = {"train": 0, "val": 0}
+            pending_bytes = {"train": 0, "val": 0}
+            digests: list[bytes] = []
+            chunk_text = 0
+            end = pos
+            src = pos[0]
+            start = (pos[1], pos[2])
+            while src < len(sources) and chunk_text < cfg.chunk_bytes:
+                for doc, where in iter_documents(sources[src], src_index=src, start=start, doc_unit=cfg.doc_unit,
+                                                 jsonl_field=cfg.jsonl_field, max_doc_bytes=cfg.max_doc_bytes,
+                                                 stats=cstats):
+                    end = where
+                    d = _digest(doc)
+                    if cfg.dedup:
+                        if d in seen:
+                            cstats.duplicates += 1
+                            continue
+                        seen.add(d)
+                        digests.append(d)
+                    cstats.docs += 1
+                    chunk_text += len(doc)
+                    split = "val" if _is_val(d, cfg.val_fraction) else "train"
+                    pending[split].append(doc)
+                    pending_bytes[split] += len(doc)
+                    n_docs[split] += 1
+                    if len(pending[split]) >= cfg.batch_docs or pending_bytes[split] >= (1 << 20):
+                        # tokenize in the background while the next documents are read
+                        futs[split].append(pool.submit(_tokenize_docs, tok, pending[split], eot, num_threads))
+                        pending[split] = []
+                        pending_bytes[split] = 0
+                    if chunk_text >= cfg.chunk_bytes:
+                        break
+                else:
+                    src += 1
+                    start = (0, 0)
+                    end = (src, 0, 0)
+                    continue
+                # chunk full inside this file
+                if end[1] >= sources[src].stat().st_size:
+                    end = (src + 1, 0, 0)
+                break
+            record: dict[str, Any] = {"index": ci, "end": list(end), "digests": f"dedup_{ci:05d}.bin"}
+            for split in ("train", "val"):
+                if pending[split]:
+                    futs[split].append(pool.submit(_tokenize_docs, tok, pending[split], eot, num_threads))
+                    pending[split] = []
+                w = ShardWriter(out, f"{split}_c{ci:05d}", tok.n_vocab, tok_hash, shard_tokens=cfg.shard_tokens)
+                n_tok = 0
+                for fut in futs[split]:
+                    ids = fut.result()
+                    w.add(ids)
+                    n_tok += ids.size
+                paths = w.close()
+                record[split] = {"shards": [p.name for p in paths], "tokens": n_tok, "docs": n_docs[split]}
+            with atomic_write(out / record["digests"], "wb") as f:
+                f.write(b"".join(digests))
+            s = asdict(cstats)
+            record["stats"] = s
+            for k, v in s.items():
+                setattr(stats, k, getattr(stats, k) + v) if k != "bad" else stats.bad.extend(v)
+            state["chunks"].append(record)
+            _write_json(out / PROGRESS, state)
+            chunks_done_now += 1
+            pos = tuple(end)
+            if progress:
+                done = sum(s["bytes"] for s in fingerprint["sources"][:pos[0]]) + (pos[1] if pos[0] < len(sources) else 0)
+                el = time.perf_counter() - t0
+                print(f"\rprepare: {done / 1e6:8.1f} / {total_bytes / 1e6:.1f} MB  {stats.docs} docs  "
+                      f"{stats.bytes_in / 1e6 / max(el, 1e-9):6.1f} MB/s", end="", file=sys.stderr, flush=True)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+    if progress:
+        print(file=sys.stderr)
+
+    splits: dict[str, Any] = {}
+    for split in ("train", "val"):
+        shards = []
+        for ch in state["chunks"]:
+            for name in ch[split]["shards"]:
+                shards.append({"file": name, "tokens": shard_info(out / name).n_tokens})
+        splits[split] = {"shards": shards, "tokens": sum(s["tokens"] for s in shards),
+                         "docs": sum(ch[split]["docs"] for ch in state["chunks"])}
+    if stats.docs == 0:
+        _clear_prepared(out)
+        raise ValueError(f"empty corpus: no text left in {len(sources)} input file(s) after cleaning "
+                         f"({stats.bad_lines} bad lines, {stats.empty_lines} empty lines)")
+    tok.save(out / TOKENIZER_FILE)
+    manifest = {
+        "format": "homeforge-data/1",
+        "fingerprint": fingerprint,
+        "tokenizer_hash": tok_hash,
+        "tokenizer_file": TOKENIZER_FILE,
+        "vocab_size": tok.n_vocab,
+        "eot_token": eot,
+        "sources": fingerprint["sources"],
+        "config": _cfg_json(cfg),
+        "splits": splits,
+        "chunks": len(state["chunks"]),
+        "counts": {"docs": stats.docs, "bytes_in": stats.bytes_in, "lines_kept": stats.lines_kept,
+                   "empty_lines": stats.empty_lines, "bad_lines": stats.bad_lines, "duplicates": stats.duplicates},
+        "bad_lines": stats.bad[:_MAX_BAD_REPORTED],
+    }
+    _write_json(out / MANIFEST, manifest)
+    (out / PROGRESS).unlink(missing_ok=True)
+    return manifest
+
+
+def _cfg_json(cfg: PrepareConfig) -> dict[str, Any]:
+    d = asdict(cfg)
+    d["include"] = list(cfg.include)
+    return d
+
+
+def _clear_prepared(out: Path) -> None:
+    for p in out.iterdir():
+        if (p.name in (MANIFEST, PROGRESS, TOKENIZER_FILE) or p.name.startswith("dedup_")
+                or (p.suffix == ".bin" and p.name.startswith(("train_c", "val_c")))):
+            p.unlink()
+
+
+# ----------------------------------------------------------------------------------------------
+# loader
+
+
+class TokenLoader:
+    """Packed (tokens, targets) batches of shape (batch_size, seq_len) from memory-mapped shards.
+
+    The concatenated shards are cut into windows of ``seq_len + 1`` tokens starting every
+    ``seq_len`` tokens (targets are tokens shifted by one). Each epoch visits the windows in the
+    order of a permutation seeded by ``(seed, epoch)`` (``shuffle=False``: in order). A global step
+    consumes ``batch_size * world_size`` consecutive entries of that order, and rank ``r`` takes
+    entries ``[r * batch_size, (r + 1) * batch_size)`` of them: disjoint across ranks, and the union
+    over ranks equals what one process with ``batch_size * world_size`` would read. The position
+    (epoch, cursor) counts global windows, so it does not depend on the world size.
+    """
+
+    def __init__(self, source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], seq_len: int,
+                 batch_size: int, *, split: str = "train", seed: int = 0, rank: int = 0, world_size: int = 1,
+                 shuffle: bool = True) -> None:
+        if seq_len < 1 or batch_size < 1:
+            raise ValueError(f"seq_len and batch_size must be >= 1, got {seq_len} and {batch_size}")
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
+        if isinstance(source, (str, os.PathLike)) and not Path(source).exists():
+            raise FileNotFoundError(f"no prepared data at {source} (run `homeforge data prepare`)")
+        if isinstance(source, (str, os.PathLike)) and Path(source).is_dir():
+            m = load_manifest(source)
+            if split not in m["splits"]:
+                raise ValueError(f"no split {split!r} in {source} (have {sorted(m['splits'])})")
+            paths = [Path(source) / s["file"] for s in m["splits"][split]["shards"]]
+            self.vocab_size = int(m["vocab_size"])
+        else:
+            paths = [Path(source)] if isinstance(source, (str, os.PathLike)) else [Path(p) for p in source]
+            self.vocab_size = max((shard_info(p).vocab_size for p in paths), default=0)
+        self.paths = paths
+        self.shards = [read_shard(p) for p in paths]
+        self.shards = [s for s in self.shards if s.size]
+        sizes = np.array([s.size for s in self.shards], dtype=np.int64)
+        self.starts = np.concatenate([[0], np.cumsum(sizes)])
+        self.total_tokens = int(self.starts[-1])
+        self.seq_len, self.batch_size = int(seq_len), int(batch_size)
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.seed, self.shuffle = int(seed), bool(shuffle)
+        self.n_windows = max(0, (self.total_tokens - 1) // self.seq_len)
+        self.global_batch = self.batch_size * self.world_size
+        if self.n_windows < self.global_batch:
+            raise ValueError(f"{split} data too small: {self.total_tokens} tokens give {self.n_windows} windows of "
+                             f"{self.seq_len}+1 tokens, but one step needs {self.global_batch} "
+                             f"(batch_size {self.batch_size} x world_size {self.world_size})")
+        self.epoch = 0
+        self.cursor = 0
+        self._order: np.ndarray | None = None
+        self._order_epoch = -1
+
+    def _order_for(self, epoch: int) -> np.ndarray:
+        if self._order_epoch != epoch:
+            if self.shuffle:
+                self._order = np.random.default_rng([self.seed, epoch]).permutation(self.n_windows)
+            else:
+                self._order = np.arange(self.n_windows)
+            self._order_epoch = epoch
+        assert self._order is not None
+        return self._order
+
+    def _window(self, w: int) -> np.ndarray:
+        start = int(w) * self.seq_len
+        n = self.seq_len + 1
+        out = np.empty(n, dtype=TOKEN_DTYPE)
+        k = int(np.searchsorted(self.starts, start, side="right")) - 1
+        filled = 0
+        while filled < n:
+            shard = self.shards[k]
+            off = start + filled - int(self.starts[k])
+            take = min(n - filled, shard.size - off)
+            out[filled:filled + take] = shard[off:off + take]
+            filled += take
+            k += 1
+        return out
+
+    def _batch(self, windows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        rows = np.stack([self._window(w) for w in windows])
+        return np.ascontiguousarray(rows[:, :-1]), np.ascontiguousarray(rows[:, 1:])
+
+    def next_batch(self) -> tuple[np.ndarray, np.ndarray]:
+        """This rank's (tokens, targets) for the next global step; advances the position."""
+        if self.cursor + self.global_batch > self.n_windows:
+            self.epoch += 1
+            self.cursor = 0
+        order = self._order_for(self.epoch)
+        lo = self.cursor + self.rank * self.batch_size
+        batch = self._batch(order[lo:lo + self.batch_size])
+        self.cursor += self.global_batch
+        return batch
+
+    def eval_batches(self, max_batches: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """In-order batches for evaluation (position untouched); rank-sliced like next_batch."""
+        n_steps = self.n_windows // self.global_batch
+        if max_batches is not None:
+            n_steps = min(n_steps, max_batches)
+        for s in range(n_steps):
+            lo = s * self.global_batch + self.rank * self.batch_size
+            yield self._batch(np.arange(lo, lo + self.batch_size))
+
+    @property
+    def tokens_per_step(self) -> int:
+        """Tokens of one global step (all ranks)."""
+        return self.global_batch * self.seq_len
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "cursor": self.cursor, "seed": self.seed, "seq_len": self.seq_len,
+                "n_windows": self.n_windows, "global_batch": self.global_batch, "shuffle": int(self.shuffle)}
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        for key in ("seq_len", "n_windows"):
+            if int(sd[key]) != getattr(self, key):
+                raise ValueError(f"data position was saved with {key}={sd[key]}, but this loader has "
+                                 f"{key}={getattr(self, key)} (different data or sequence length)")
+        if int(sd.get("global_batch", self.global_batch)) != self.global_batch:
+            raise ValueError(f"data position was saved with a global batch of {sd['global_batch']} windows; this "
+                             f"run has {self.global_batch} (batch_size x world_size must stay the same to resume)")
+        self.seed = int(sd["seed"])
+        self.shuffle = bool(sd.get("shuffle", 1))
+        self._order_epoch = -1
+        self.epoch, self.cursor = int(sd["epoch"]), int(sd["cursor"])

@@ -1,0 +1,187 @@
+"""Loading a trained model for inference, streaming generation, evaluation on a file, and merging.
+
+>>> import codecs
+>>> d = StreamingText(lambda i: bytes([i]))
+>>> d.push(0xE2) + d.push(0x82) + d.push(0xAC) + d.flush()   # one euro sign, byte by byte
+'€'
+"""
+
+from __future__ import annotations
+
+import codecs
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from .checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
+from .data import TOKENIZER_FILE, clean_lines
+
+__all__ = ["load_model", "StreamingText", "generate_text", "eval_text", "merge_checkpoints"]
+
+
+def load_model(path: str | os.PathLike[str]) -> tuple[Any, Any]:
+    """(model, tokenizer) from a checkpoint (a step directory, a checkpoints/ root, a run's out_dir)
+    or from a Hugging Face directory written by ``homeforge export --format hf``."""
+    from .model import Model, ModelConfig
+    from .tokenizer import Tokenizer
+    from .trainer import copy_params
+
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"model not found: {p}")
+    if (p / "config.json").is_file() and not (p / "checkpoint.json").is_file():
+        model = Model.from_pretrained(p)
+        tok_json = p / "tokenizer.json"
+        if not tok_json.is_file():
+            raise FileNotFoundError(f"{p} has no tokenizer.json")
+        return model, Tokenizer.from_hf(tok_json)
+    if (p / "checkpoints").is_dir():
+        p = p / "checkpoints"
+    ck = load_checkpoint(resolve_checkpoint(p))
+    if "model_config" not in ck.state:
+        raise ValueError(f"{ck.path} has no model_config: not a homeforge model checkpoint")
+    model = Model(ModelConfig.from_dict(ck.state["model_config"]))
+    copy_params(model, ck.params, f"checkpoint {ck.path}")
+    tok = Tokenizer.load(ck.file(TOKENIZER_FILE))
+    return model, tok
+
+
+class StreamingText:
+    """Turns token ids into text as they arrive, holding back incomplete UTF-8 sequences."""
+
+    def __init__(self, token_bytes: Callable[[int], bytes]) -> None:
+        self._token_bytes = token_bytes
+        self._dec = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def push(self, token: int) -> str:
+        return self._dec.decode(self._token_bytes(int(token)))
+
+    def flush(self) -> str:
+        return self._dec.decode(b"", final=True)
+
+
+def _token_bytes_fn(tok: Any) -> Callable[[int], bytes]:
+    if hasattr(tok, "decode_single_token_bytes"):
+        return tok.decode_single_token_bytes
+    return lambda i: tok.decode([i]).encode("utf-8")
+
+
+def generate_text(model: Any, tok: Any, prompt: str, *, max_new_tokens: int = 128, temperature: float = 0.8,
+                  top_k: int | None = 40, top_p: float | None = None, seed: int | None = None,
+                  on_text: Callable[[str], None] | None = None, stop_at_eot: bool = True) -> str:
+    """Generate a continuation of ``prompt``; each decoded piece is passed to ``on_text`` as it comes."""
+    ids = tok.encode_ordinary(prompt) if prompt else []
+    eot = tok.eot_token
+    if not ids:
+        if eot is None:
+            raise ValueError("an empty prompt needs a tokenizer with <|endoftext|>")
+        ids = [eot]
+    max_len = int(model.config.max_seq_len) if hasattr(model, "config") else None
+    if max_len is not None:
+        if len(ids) >= max_len:
+            ids = ids[-(max_len // 2):]
+        max_new_tokens = min(max_new_tokens, max_len - len(ids))
+    stream = StreamingText(_token_bytes_fn(tok))
+    pieces: list[str] = []
+    done = [False]
+
+    def on_token(t: int) -> None:
+        if done[0]:
+            return
+        if stop_at_eot and eot is not None and int(t) == eot:
+            done[0] = True
+            return
+        s = stream.push(int(t))
+        if s:
+            pieces.append(s)
+            if on_text:
+                on_text(s)
+
+    model.generate(ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                   on_token=on_token)
+    tail = stream.flush()
+    if tail:
+        pieces.append(tail)
+        if on_text:
+            on_text(tail)
+    return "".join(pieces)
+
+
+def eval_text(model: Any, tok: Any, text: str, *, seq_len: int | None = None, batch_size: int = 8) -> dict[str, float]:
+    """Mean next-token loss and perplexity of ``text`` (cleaned like training data), in windows of ``seq_len``."""
+    cleaned = "".join(clean_lines(text))
+    if not cleaned:
+        raise ValueError("nothing to evaluate: the text is empty after cleaning")
+    ids = np.asarray(tok.encode_ordinary(cleaned), dtype=np.int64)
+    if tok.eot_token is not None:
+        ids = np.concatenate([[tok.eot_token], ids])
+    if ids.size < 2:
+        raise ValueError("nothing to evaluate: the text has fewer than 2 tokens")
+    T = int(seq_len or model.config.max_seq_len)
+    T = min(T, int(model.config.max_seq_len), ids.size - 1)
+    n_win = (ids.size - 1 + T - 1) // T
+    total_loss, total_tok = 0.0, 0
+    rows_x, rows_y, counts = [], [], []
+    for w in range(n_win):
+        x = ids[w * T: w * T + T]
+        y = ids[w * T + 1: w * T + T + 1]
+        n = y.size
+        if n < T:  # last partial window: pad, and ignore the padding in the loss
+            x = np.concatenate([x[:n], np.zeros(T - n, np.int64)])
+            y = np.concatenate([y, np.full(T - n, -100, np.int64)])
+        rows_x.append(x)
+        rows_y.append(y)
+        counts.append(n)
+        if len(rows_x) == batch_size or w == n_win - 1:
+            xb = np.stack(rows_x).astype(np.int32)
+            yb = np.stack(rows_y).astype(np.int32)
+            loss = float(model.loss(xb, yb))  # mean over the valid targets of the batch
+            k = sum(counts)
+            total_loss += loss * k
+            total_tok += k
+            rows_x, rows_y, counts = [], [], []
+    mean = total_loss / total_tok
+    return {"loss": mean, "perplexity": math.exp(min(mean, 700.0)), "tokens": float(total_tok)}
+
+
+def merge_checkpoints(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
+                      weights: Sequence[float] | None = None) -> Path:
+    """Weighted average of the parameters of checkpoints with the same architecture (and tokenizer),
+    written as a new checkpoint (step 0, no optimizer state) under ``out``. Weights are normalised."""
+    from .trainer import check_architecture
+
+    if len(paths) < 2:
+        raise ValueError("merge needs at least two checkpoints")
+    w = np.asarray(weights if weights is not None else [1.0] * len(paths), dtype=np.float64)
+    if w.shape != (len(paths),):
+        raise ValueError(f"got {w.size} weights for {len(paths)} checkpoints")
+    if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
+        raise ValueError(f"weights must be finite, non-negative and not all zero, got {list(w)}")
+    w = w / w.sum()
+    cks = [load_checkpoint(p) for p in paths]
+    first = cks[0]
+    mc = first.state.get("model_config")
+    if mc is None:
+        raise ValueError(f"{first.path} has no model_config")
+    for ck in cks[1:]:
+        check_architecture(mc, ck.state.get("model_config", {}), f"checkpoint {ck.path}")
+        if ck.state.get("tokenizer_hash") != first.state.get("tokenizer_hash"):
+            raise ValueError(f"checkpoint {ck.path} uses another tokenizer than {first.path}")
+        if set(ck.params) != set(first.params):
+            raise ValueError(f"checkpoint {ck.path} has other parameter names than {first.path}")
+    merged = {}
+    for name, a in first.params.items():
+        acc = np.zeros(a.shape, dtype=np.float64)
+        for wi, ck in zip(w, cks):
+            acc += wi * ck.params[name].astype(np.float64)
+        merged[name] = acc.astype(a.dtype)
+    files = {}
+    tpath = first.path / TOKENIZER_FILE
+    if tpath.is_file():
+        files[TOKENIZER_FILE] = tpath
+    state = {"model_config": mc, "tokenizer_hash": first.state.get("tokenizer_hash"),
+             "merged_from": [str(ck.path) for ck in cks], "weights": [float(x) for x in w]}
+    return save_checkpoint(out, 0, params=merged, optimizer={}, state=state, files=files)
