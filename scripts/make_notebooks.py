@@ -182,7 +182,7 @@ def best_of(fn, repeat=5):
 
 Causal attention with grouped-query heads (8 query heads, 2 key/value heads, head dim 64), batch 1,
 forward and backward."""),
-    ("code", """SEQ_LENS = [128, 256, 512, 1024, 2048]
+    ("code", """SEQ_LENS = [128, 256, 512, 1024]
 H, HKV, D = 8, 2, 64
 
 def attn_step(sdpa, q, k, v):
