@@ -173,7 +173,7 @@ def config_md() -> str:
         "names the key. Any key can be overridden on the command line:",
         "",
         "```bash",
-        "homeforge train --config run.toml --set optim.lr=1e-3 --set train.steps=200 --set model.preset='\"10m\"'",
+        "homeforge train --config run.toml --set optim.lr=1e-3 --set train.steps=200 --set model.preset=10m",
         "```",
         "",
         "A `--set` value is read as a TOML value (`3`, `1e-3`, `true`, `\"x\"`, `[0.9, 0.95]`), else as a",
