@@ -8,6 +8,10 @@
 4. training a small Llama-style model (preset "1m" by default) with AdamW, warmup + cosine, printing
    the loss as it falls, the validation loss and a generated sample;
 5. a checkpoint, and the commands to generate from it, chat with it and export it.
+
+>>> files = stdlib_corpus(max_bytes=200_000)
+>>> 0 < sum(f.stat().st_size for f in files) <= 200_000, all(f.suffix == ".py" for f in files)
+(True, True)
 """
 
 from __future__ import annotations

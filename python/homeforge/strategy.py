@@ -16,6 +16,16 @@ forward+backward on each micro-batch (gradients accumulate), and steps with ``gr
 so the accumulated gradient is the mean over micro-batches; clipping and the non-finite check happen
 inside the optimizer step. ``nonfinite="skip"`` skips a step whose loss or gradient is not finite
 (parameters and optimizer state untouched); ``"abort"`` raises FloatingPointError.
+
+>>> import numpy as np, homeforge
+>>> cfg = homeforge.ModelConfig(vocab_size=64, d_model=32, n_layers=1, n_heads=4, n_kv_heads=2,
+...                             ffn_hidden=64, max_seq_len=16)
+>>> s = LocalStrategy(homeforge.Model(cfg, seed=0), lr=1e-2)
+>>> x = np.arange(16).reshape(2, 8) % 64
+>>> first = s.train_step([(x, np.roll(x, -1, axis=1))], lr=1e-2)
+>>> later = [s.train_step([(x, np.roll(x, -1, axis=1))], lr=1e-2) for _ in range(5)][-1]
+>>> sorted(first), first["tokens"], bool(later["loss"] < first["loss"])
+(['grad_norm', 'loss', 'skipped', 'tokens'], 16, True)
 """
 
 from __future__ import annotations

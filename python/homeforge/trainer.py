@@ -18,6 +18,23 @@ in 0.3 s). The first console line states the peak used.
 Resume (``fit(resume=...)``, ``homeforge train --resume``) restores the parameters, the optimizer
 state, the data position, the RNG and the step, so N steps + resume + N steps gives bit for bit the
 parameters of 2N uninterrupted steps.
+
+>>> import os, tempfile, homeforge
+>>> from pathlib import Path
+>>> from homeforge.data import prepare
+>>> d = tempfile.mkdtemp()
+>>> texts = [f"def f{i}(x):" + chr(10) + f"    return x * {i}" for i in range(200)]
+>>> for i in range(4):
+...     _ = Path(d, f"{i}.txt").write_text((2 * chr(10)).join(texts[i::4]))
+>>> tok = homeforge.Tokenizer.train(texts, vocab_size=300, special_tokens=["<|endoftext|>"])
+>>> _ = prepare([d], os.path.join(d, "data"), tok)
+>>> cfg = {"model": {"preset": "none", "d_model": 32, "n_layers": 1, "n_heads": 4, "n_kv_heads": 2,
+...                  "ffn_hidden": 64}, "data": {"path": os.path.join(d, "data"), "seq_len": 16, "batch_size": 2},
+...        "train": {"steps": 4, "out_dir": os.path.join(d, "run"), "eval_every": 0, "progress": False,
+...                  "tensorboard": False}}
+>>> summary = Trainer(cfg, log=lambda line: None).fit()
+>>> summary["step"], sorted(os.listdir(os.path.join(d, "run", "checkpoints")))
+(4, ['step_00000004'])
 """
 
 from __future__ import annotations
