@@ -29,3 +29,14 @@ def restore_threads():
     homeforge.set_num_threads(before)
     _core.set_isa_limit(os.environ.get("HOMEFORGE_ISA", "avx512_bf16"))
     _core.set_serial_backend(False)
+
+
+@pytest.fixture
+def torch_single_thread():
+    """Run torch references on one thread: tiny references gain nothing from more, and torch's
+    OpenMP spin-waiting against our oneTBB workers on a loaded 2-core machine made steps 100x slower."""
+    torch = pytest.importorskip("torch", reason="torch is the reference implementation")
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

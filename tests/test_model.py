@@ -15,14 +15,7 @@ torch = pytest.importorskip("torch", reason="torch is the reference implementati
 transformers = pytest.importorskip("transformers", reason="transformers' LlamaForCausalLM is the reference")
 
 
-@pytest.fixture(autouse=True)
-def torch_single_thread():
-    """The references are tiny: one torch thread avoids OpenMP spin-waiting against our oneTBB
-    workers on a loaded 2-core machine (which made steps 100x slower)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 
 def tiny(**kw) -> ModelConfig:

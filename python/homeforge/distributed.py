@@ -526,6 +526,16 @@ class _Strategy:
             raise ValueError("train_step: batches must be a non-empty list of (tokens, targets) micro-batches")
         return list(batches)
 
+    def _accumulate(self, micro: list) -> tuple[float, int]:
+        """Zero the gradients, run forward+backward over every micro-batch (no communication);
+        return (sum of the micro-batch losses, target tokens)."""
+        self.model.zero_grad()
+        loss_sum, tokens = 0.0, 0
+        for x, y in micro:
+            loss_sum += float(self.model.forward_backward(x, y))
+            tokens += int(np.asarray(y).size)
+        return loss_sum, tokens
+
     def _stats(self, loss_sum: float, n_micro: int, tokens: int, t_local: float, extra: float = 0.0) -> np.ndarray:
         """Allgather [mean loss, tokens, step seconds, extra] of every rank: (world, 4) float64."""
         mine = np.array([loss_sum / n_micro, float(tokens), t_local, extra], dtype=np.float64)
@@ -780,12 +790,7 @@ class Zero1Strategy(_Strategy):
         t0 = time.perf_counter()
         micro = self._micro(batches)
         self.c.step = self.step_count
-        m = self.model
-        m.zero_grad()
-        loss_sum, tokens = 0.0, 0
-        for x, y in micro:
-            loss_sum += float(m.forward_backward(x, y))
-            tokens += int(np.asarray(y).size)
+        loss_sum, tokens = self._accumulate(micro)
         t_bwd = time.perf_counter()
         bytes_before = self.c.bytes_sent
         wait = self._reduce_scatter()
@@ -951,12 +956,7 @@ class DiLoCoStrategy(_Strategy):
         t0 = time.perf_counter()
         micro = self._micro(batches)
         self.c.step = self.step_count
-        m = self.model
-        m.zero_grad()
-        loss_sum, tokens = 0.0, 0
-        for x, y in micro:
-            loss_sum += float(m.forward_backward(x, y))
-            tokens += int(np.asarray(y).size)
+        loss_sum, tokens = self._accumulate(micro)
         scale = 1.0 / len(micro)
         raw_sq = float(self.opt.grad_sq_norm())
         skipped = False
