@@ -61,3 +61,13 @@ def test_bad_input_and_corruption(tmp_path):
     with pytest.raises(FileNotFoundError, match="token shard not found"):
         read_shard(tmp_path / "missing.bin")
     assert not list(tmp_path.glob(".*.tmp")), "a failed write left a temporary file"
+
+
+def test_atomic_files_get_umask_permissions_not_mkstemp_0600(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    os.umask(old)
+    path = tmp_path / "p.bin"
+    write_shard(path, np.arange(3), 10, HASH)
+    assert (path.stat().st_mode & 0o777) == (0o666 & ~old)

@@ -20,6 +20,17 @@ from pathlib import Path
 from typing import IO, Iterator
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+def apply_default_mode(path: str | os.PathLike[str]) -> None:
+    """Give a file or directory made by mkstemp/mkdtemp (0600/0700) the permissions an ordinary
+    open()/mkdir() would have given it under the process umask."""
+    base = 0o777 if os.path.isdir(path) else 0o666
+    os.chmod(path, base & ~_UMASK)
+
+
 def fsync_dir(path: str | os.PathLike[str]) -> None:
     fd = os.open(os.fspath(path), os.O_RDONLY)
     try:
@@ -42,6 +53,7 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]
             yield f
             f.flush()
             os.fsync(f.fileno())
+        apply_default_mode(tmp)
         os.replace(tmp, target)
         fsync_dir(target.parent)
     except BaseException:

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from ._atomic import fsync_dir
+from ._atomic import apply_default_mode, fsync_dir
 
 __all__ = ["export_hf", "export_gguf", "halves_to_interleaved", "GGUF_NAMES"]
 
@@ -72,6 +72,7 @@ def export_hf(model: Any, tok: Any, out_dir: str | os.PathLike[str]) -> Path:
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    apply_default_mode(tmp)
     try:
         model.save_pretrained(tmp)
         tok.save_hf(tmp / "tokenizer.json")
@@ -119,7 +120,10 @@ def _hf_vocab(tok: Any) -> tuple[list[str], list[str]]:
 
 def export_gguf(model: Any, tok: Any, path: str | os.PathLike[str], *, name: str = "homeforge") -> Path:
     """Write ``model`` and ``tok`` as a llama-architecture GGUF file (f32), atomically."""
-    import gguf
+    try:
+        import gguf
+    except ImportError:
+        raise ImportError("export --format gguf needs the gguf package: pip install 'homeforge[gguf]'") from None
 
     c = _cfg(model)
     n_heads, n_kv, d = int(c["n_heads"]), int(c["n_kv_heads"]), int(c["d_model"])
@@ -140,6 +144,7 @@ def export_gguf(model: Any, tok: Any, path: str | os.PathLike[str], *, name: str
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent)
     os.close(fd)
     tmp = Path(tmp_name)
+    apply_default_mode(tmp)
     try:
         w = gguf.GGUFWriter(str(tmp), "llama")
         w.add_name(name)

@@ -25,13 +25,13 @@ import json
 import math
 import os
 import struct
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ._atomic import atomic_write
 from . import _core
 
 __all__ = ["ModelConfig", "Model"]
@@ -190,17 +190,8 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
 
 
 def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as f:
+        f.write(data)
 
 
 def _safetensors_bytes(tensors: dict[str, np.ndarray]) -> bytes:
