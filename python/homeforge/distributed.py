@@ -521,6 +521,11 @@ class _Strategy:
         c = self.cfg
         return self._opt_factory(groups, c)
 
+    def _full_model_optimizer(self) -> Any:
+        """The optimizer over the whole model (decay / no-decay groups over the full flat buffers)."""
+        groups, _ = _groups(self.order, self.flat_p, self.flat_g, 0, self.n, self.cfg.weight_decay)
+        return self._make_opt(groups)
+
     def _micro(self, batches: Sequence) -> list:
         if not isinstance(batches, (list, tuple)) or not batches:
             raise ValueError("train_step: batches must be a non-empty list of (tokens, targets) micro-batches")
@@ -660,8 +665,7 @@ class DDPStrategy(_Strategy):
 
     def __init__(self, cfg: DistConfig, model: Any, comm: Any = None, optimizer_factory: Callable | None = None) -> None:
         super().__init__(cfg, model, comm, optimizer_factory)
-        groups, _ = _groups(self.order, self.flat_p, self.flat_g, 0, self.n, cfg.weight_decay)
-        self.opt = self._make_opt(groups)
+        self.opt = self._full_model_optimizer()
         be = max(1, int(cfg.bucket_mb * (1 << 20)) // 4)
         self.buckets = [(a, min(a + be, self.n)) for a in range(0, self.n, be)]
         self._reset_buckets()
@@ -894,8 +898,7 @@ class DiLoCoStrategy(_Strategy):
 
     def __init__(self, cfg: DistConfig, model: Any, comm: Any = None, optimizer_factory: Callable | None = None) -> None:
         super().__init__(cfg, model, comm, optimizer_factory)
-        groups, _ = _groups(self.order, self.flat_p, self.flat_g, 0, self.n, cfg.weight_decay)
-        self.opt = self._make_opt(groups)
+        self.opt = self._full_model_optimizer()
         self.anchor = self.flat_p.copy()  # theta_global
         self.outer_buf = np.zeros(self.n, dtype=np.float32)
         self.delta = np.zeros(self.n, dtype=np.float32)
