@@ -69,7 +69,14 @@ def _batch(args, step: int, rank: int, chain=None):
 
 
 def worker(args: dict) -> None:
+    import faulthandler
+    import signal
+
     from mpi4py import MPI
+
+    # When a peer's timeout aborts the job, mpirun kills every rank with SIGTERM: each rank then
+    # prints where it was, which names the rank that hung and the call it hung in.
+    faulthandler.register(signal.SIGTERM, all_threads=True, chain=True)
 
     import homeforge
     from homeforge import distributed as hd
@@ -86,7 +93,7 @@ def worker(args: dict) -> None:
     def time_ours(mode: str, bucket_mb: float = hd.DEFAULT_BUCKET_MB, overlap: bool = True) -> dict:
         model = homeforge.Model(cfg, seed=0)
         st = hd.make_strategy({"mode": mode, "bucket_mb": bucket_mb, "overlap": overlap, "threads": 0, "lr": 1e-3,
-                               "checksum_every": 0}, model)
+                               "checksum_every": 0, "timeout_s": args["timeout_s"]}, model)
         rows = []
         for s in range(warm + steps):
             r = st.train_step(_batch(args, s, rank), 1e-3)
@@ -143,13 +150,14 @@ def worker(args: dict) -> None:
                 ts.append(float(dt[0]))
         return statistics.median(ts)
 
+    out["ceiling"] = machine_ceiling(comm)
     out["ours_local_s"] = time_local()
     out["ours_ddp"] = time_ours("ddp")
     out["ours_zero1"] = time_ours("zero1")
     if args.get("sweep") and world > 1:
         out["sweep"] = {str(mb): time_ours("ddp", mb)["step_s"] for mb in (0.25, 0.5, 1.0, 2.0, 4.0, 25.0)}
         out["sweep_no_overlap_1mb"] = time_ours("ddp", 1.0, overlap=False)["step_s"]
-    out["torch_ddp"] = time_torch(args, cfg, comm, rank, world, tpr)
+    out["torch_ddp"] = None if args.get("no_torch") else time_torch(args, cfg, comm, rank, world, tpr)
     if args.get("diloco") and world > 1:
         out["diloco"] = diloco_vs_sync(args, cfg, comm, rank, world)
     for k in ("ours_ddp", "ours_zero1", "torch_ddp"):
@@ -157,6 +165,36 @@ def worker(args: dict) -> None:
             out[k]["tokens_s"] = tok_step / out[k]["step_s"]
     if rank == 0:
         Path(args["result"]).write_text(json.dumps(out))
+
+
+def machine_ceiling(comm) -> dict:
+    """What R ranks running at once leave each rank: a oneDNN GEMM's GFLOP/s and a STREAM triad's
+    GB/s, measured on every rank simultaneously (median over ranks). Dividing by the 1-rank figures
+    gives the machine's own weak-scaling ceiling for compute-bound and bandwidth-bound work, which
+    no data-parallel scheme can beat (shared turbo budget, L3 and memory channels)."""
+    from mpi4py import MPI
+
+    from homeforge import _core
+
+    n = 1024
+    a = np.random.default_rng(0).standard_normal((n, n)).astype(np.float32)
+    c = np.empty_like(a)
+    x, y, z = (np.ones(1 << 24) for _ in range(3))  # 3 x 128 MiB: far beyond any cache
+    res = {}
+    for name, fn, work in (("gemm_gflops", lambda: _core.gemm(a, a, c), 2 * n**3 / 1e9),
+                           ("triad_gbs", lambda: _core.stream_triad(x, y, z, 3.0), 3 * 8 * (1 << 24) / 1e9)):
+        fn()
+        ts = []
+        for _ in range(7):
+            comm.Barrier()
+            t0 = time.perf_counter()
+            fn()
+            ts.append(time.perf_counter() - t0)
+        rate = np.array([work / min(ts)])
+        rates = np.empty(comm.Get_size())
+        comm.Allgather(rate, rates)
+        res[name] = float(np.median(rates))
+    return res
 
 
 def time_torch(args, cfg, comm, rank, world, tpr) -> dict | None:
@@ -215,7 +253,7 @@ def diloco_vs_sync(args, cfg, comm, rank, world) -> dict:
     if args.get("diloco_warm", 0):  # DiLoCo's protocol: both runs continue from one synchronously trained model
         model = homeforge.Model(cfg, seed=0)
         st = hd.make_strategy({"mode": "ddp", "lr": args["diloco_lr"], "weight_decay": 0.0, "threads": 0,
-                               "checksum_every": 0}, model)
+                               "checksum_every": 0, "timeout_s": args["timeout_s"]}, model)
         for s in range(args["diloco_warm"]):
             st.train_step(_batch(dargs, 10**9 + s, rank, chain), args["diloco_lr"])
         warm = (model.flat_params().copy(), st.state_dict())
@@ -224,7 +262,8 @@ def diloco_vs_sync(args, cfg, comm, rank, world) -> dict:
                      ("diloco", {"mode": "diloco", "diloco_h": args["diloco_h"], "wire_dtype": args["wire"],
                                  "outer_lr": args["outer_lr"], "outer_momentum": args["outer_momentum"]})):
         model = homeforge.Model(cfg, seed=0)
-        st = hd.make_strategy({**dc, "lr": args["diloco_lr"], "weight_decay": 0.0, "threads": 0, "checksum_every": 0},
+        st = hd.make_strategy({**dc, "lr": args["diloco_lr"], "weight_decay": 0.0, "threads": 0, "checksum_every": 0,
+                               "timeout_s": args["timeout_s"]},
                               model)
         if warm is not None:
             model.flat_params()[:] = warm[0]
@@ -243,7 +282,7 @@ def diloco_vs_sync(args, cfg, comm, rank, world) -> dict:
 
 
 # ---------------------------------------------------------------------------------------- launcher
-def run_ranks(ranks: int, wargs: dict, timeout: float) -> dict:
+def run_ranks(ranks: int, wargs: dict, timeout: float, bind: str = "auto") -> dict:
     mpirun = shutil.which("mpirun", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
     if mpirun is None:
         raise SystemExit("mpirun not found: pip install 'homeforge[mpi]'")
@@ -252,7 +291,14 @@ def run_ranks(ranks: int, wargs: dict, timeout: float) -> dict:
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "python"), str(ROOT), env.get("PYTHONPATH", "")])
         env.setdefault("OMPI_MCA_btl", "self,vader,tcp")
-        cmd = [mpirun, "--allow-run-as-root", "--oversubscribe", "--bind-to", "none", "-np", str(ranks),
+        tpr, cores = wargs["threads"], len(os.sched_getaffinity(0))
+        if bind == "auto":
+            bind = "core" if ranks * tpr <= cores else "none"
+        # Binding each rank to its own `tpr` cores keeps its threads and caches in place; with more
+        # threads than cores it is impossible, and ranks float (--bind-to none).
+        place = (["--map-by", f"slot:PE={tpr}", "--bind-to", "core"] if bind == "core"
+                 else ["--oversubscribe", "--bind-to", "none"])
+        cmd = [mpirun, "--allow-run-as-root", *place, "-np", str(ranks),
                sys.executable, "-m", "benchmarks.bench_distributed", "--worker", json.dumps(wargs)]
         p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
         if p.returncode != 0:
@@ -282,6 +328,10 @@ def main() -> None:
     ap.add_argument("--diloco-lr", type=float, default=1e-3)
     ap.add_argument("--diloco-seq", type=int, default=64)
     ap.add_argument("--diloco-warm", type=int, default=0, help="synchronous steps both runs start from")
+    ap.add_argument("--bind", default="auto", choices=("auto", "core", "none"),
+                    help="rank placement: each rank bound to its own cores (auto: when they fit), or floating")
+    ap.add_argument("--timeout", type=float, default=300.0, help="seconds a rank waits for its peers before aborting")
+    ap.add_argument("--no-torch", action="store_true", help="skip torch DDP (e.g. where torch is absent)")
     args = ap.parse_args()
     cores = os.cpu_count() or 1
     tpr = args.threads_per_rank or max(1, cores // args.ranks)
@@ -293,13 +343,13 @@ def main() -> None:
          "outer_lr": args.outer_lr, "diloco_warm": args.diloco_warm, "outer_momentum": args.outer_momentum, "wire": args.wire,
          "diloco_steps": args.diloco_steps or (1 if args.quick else 6) * args.diloco_h,
          "diloco_only": args.diloco_only, "diloco_batch": args.diloco_batch or (1 if args.quick else 4),
-         "diloco_seq": args.diloco_seq}
+         "diloco_seq": args.diloco_seq, "no_torch": args.no_torch, "timeout_s": args.timeout}
     print(f"# {machine_info()['cpu']}, {cores} cores; {tpr} thread(s) per rank; model {args.preset}, "
-          f"batch {args.batch}x{args.seq} per rank")
-    res = {1: run_ranks(1, {**w, "diloco": False, "sweep": False}, 900)} if not args.diloco_only else {}
+          f"batch {args.batch}x{args.seq} per rank; placement --bind {args.bind}")
+    res = {1: run_ranks(1, {**w, "diloco": False, "sweep": False}, 900, args.bind)} if not args.diloco_only else {}
     if args.ranks > 1:
-        res[args.ranks] = run_ranks(args.ranks, w, 1800)
-    base = {k: res[1][k]["tokens_s"] for k in ("ours_ddp", "ours_zero1", "torch_ddp") if res.get(1, {}).get(k, {}).get("tokens_s")}
+        res[args.ranks] = run_ranks(args.ranks, w, 1800, args.bind)
+    base = {k: res[1][k]["tokens_s"] for k in ("ours_ddp", "ours_zero1", "torch_ddp") if (res.get(1, {}).get(k) or {}).get("tokens_s")}
     rows = []
     for R, r in res.items():
         for k in ("ours_ddp", "ours_zero1", "torch_ddp"):
@@ -311,7 +361,7 @@ def main() -> None:
                          "nocomm_ms": 1e3 * local if local else None,
                          "eff_vs_nocomm": local / x["step_s"] if local else None,
                          "weak_eff": x["tokens_s"] / (R * base[k]) if k in base else None,
-                         "vs_torch": (x["tokens_s"] / r["torch_ddp"]["tokens_s"]) if r.get("torch_ddp", {}).get("tokens_s") else None,
+                         "vs_torch": (x["tokens_s"] / r["torch_ddp"]["tokens_s"]) if (r.get("torch_ddp") or {}).get("tokens_s") else None,
                          "hidden": x.get("hidden"), "exposed_ms": 1e3 * x["wait_s"] if "wait_s" in x else None,
                          "comm_alone_ms": 1e3 * x["comm_alone_s"] if x.get("comm_alone_s") else None,
                          "wire_MB": x["bytes"] / 1e6, "optstate_MB": x.get("opt_state_mb")})
@@ -322,6 +372,12 @@ def main() -> None:
           "data parallelism): eff_vs_nocomm = nocomm / step isolates the cost of data parallelism from CPU\n"
           "contention on a machine that cannot give every rank its cores.")
     top = res.get(args.ranks, {})
+    if res.get(1, {}).get("ceiling") and top.get("ceiling") and args.ranks > 1:
+        c1, cr = res[1]["ceiling"], top["ceiling"]
+        print(f"machine ceiling per rank, 1 -> {args.ranks} ranks running at once: oneDNN GEMM 1024^3 "
+              f"{c1['gemm_gflops']:.1f} -> {cr['gemm_gflops']:.1f} GFLOP/s ({cr['gemm_gflops'] / c1['gemm_gflops']:.2f}x), "
+              f"triad {c1['triad_gbs']:.1f} -> {cr['triad_gbs']:.1f} GB/s ({cr['triad_gbs'] / c1['triad_gbs']:.2f}x): the best "
+              f"weak-scaling efficiency this machine allows compute- and bandwidth-bound work")
     if top.get("sweep"):
         print("bucket sweep (ours ddp, step ms):", {k: round(1e3 * v, 2) for k, v in top["sweep"].items()},
               "| no overlap @1MB:", round(1e3 * top["sweep_no_overlap_1mb"], 2))

@@ -18,6 +18,10 @@ ONE flat f32 parameter buffer and ONE flat f32 gradient buffer: no pickling, no 
   reports finished ranges, and a bucket whose every element is final is reduced at once with a
   nonblocking ``Iallreduce`` (SUM, in place). Buckets complete in the same order on every rank (the
   hook order is a property of the model), so the collectives match and the result is deterministic.
+  Open MPI advances a nonblocking collective only inside MPI calls, so while the C++ backward runs
+  (GIL released) a helper thread polls the launched requests every 0.5 ms (MPI_THREAD_MULTIPLE;
+  without it, the hook polls once per layer): a multi-round allreduce then completes during the
+  backward pass instead of after it.
   Earlier micro-batches of gradient accumulation communicate nothing. The averaging 1/(N*M) is folded
   into the optimizer's ``grad_scale``, so no extra pass over the gradients is made.
 * ``zero1``: gradients are reduce-scattered (``Ireduce_scatter``) so rank r owns the summed gradient
@@ -92,6 +96,7 @@ import logging
 import math
 import os
 import sys
+import threading
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -338,6 +343,33 @@ class _Comm:
 
     def barrier(self, what: str = "barrier") -> None:
         self.wait([self.comm.Ibarrier()], what)
+
+
+class _ProgressThread:
+    """Polls a growing list of requests from a helper thread, so Open MPI (which advances nonblocking
+    collectives only inside MPI calls) makes progress while the main thread is in C++.
+
+    Only this thread tests the requests while it runs; the main thread may append new ones (under the
+    GIL). Costs one wake-up per `period` s on a core the compute threads share: ~0.1% of a core.
+    """
+
+    def __init__(self, MPI: Any, reqs: list, period: float = 5e-4) -> None:
+        self._Testall = MPI.Request.Testall
+        self._reqs = reqs
+        self._period = period
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="homeforge-mpi-progress", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._period):
+            pending = list(self._reqs)
+            if pending:
+                self._Testall(pending)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def _install_abort_on_exception(comm: Any) -> None:
@@ -668,6 +700,8 @@ class DDPStrategy(_Strategy):
         self.opt = self._full_model_optimizer()
         be = max(1, int(cfg.bucket_mb * (1 << 20)) // 4)
         self.buckets = [(a, min(a + be, self.n)) for a in range(0, self.n, be)]
+        self._threaded_progress = self.c.MPI.Query_thread() == self.c.MPI.THREAD_MULTIPLE
+        self._progress: _ProgressThread | None = None
         self._reset_buckets()
 
     def _reset_buckets(self) -> None:
@@ -690,7 +724,7 @@ class DDPStrategy(_Strategy):
             self._ready[k] += max(0, min(b, end) - max(a, begin))
             if not self._launched[k] and self._ready[k] >= b - a:
                 self._launch(k)
-        if self._reqs:
+        if self._reqs and self._progress is None:
             self.c.test(self._reqs)  # Open MPI progresses nonblocking collectives only inside MPI calls
 
     def train_step(self, batches: Sequence, lr: float) -> dict:
@@ -708,11 +742,16 @@ class DDPStrategy(_Strategy):
             last = i == len(micro) - 1
             if last and overlap:
                 m.set_grad_ready_hook(self._on_ready)
+                if self._threaded_progress:
+                    self._progress = _ProgressThread(self.c.MPI, self._reqs)
             try:
                 loss_sum += float(m.forward_backward(x, y))
             finally:
                 if last and overlap:
                     m.set_grad_ready_hook(None)
+                    if self._progress is not None:
+                        self._progress.stop()
+                        self._progress = None
             tokens += int(np.asarray(y).size)
         t_bwd_end = time.perf_counter()
         launched_in_backward = len(self._order)
