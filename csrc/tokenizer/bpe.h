@@ -15,8 +15,12 @@
  *      Pieces up to 128 bytes use an array scan (O(m^2), m small); longer pieces use rank
  *      buckets over a linked list (see merge_long), near-linear, so "a" * 1e5 and "^" * 1e6
  *      take milliseconds where tiktoken is quadratic.
- *   4. short pieces that needed merging are remembered in a small direct-mapped per-thread cache
- *      (piece bytes -> tokens), since the same word recurs throughout a text.
+ *   4. pieces that needed merging are remembered per thread, since the same word recurs
+ *      throughout a text: a direct-mapped cache of 64-byte lines (piece up to 24 bytes, up to 9
+ *      tokens, all inline: one cache line per hit, 512 KiB so it stays in L2), backed by a
+ *      hash map for pieces up to 64 bytes that do not fit a line.
+ * Output goes through a raw pointer into a buffer of at least n ids (a token covers at least one
+ * byte, so n bytes give at most n tokens): no capacity checks or vector growth per token.
  */
 #pragma once
 #include <cstdint>
@@ -31,6 +35,8 @@
 namespace hf::tok {
 
 constexpr uint32_t kMaxTokenId = (1u << 26) - 1;  // dense decode tables: ids are kept below 2^26
+
+struct PieceCache;  // per-thread cache of merged pieces (bpe.cpp)
 
 class Bpe {
  public:
@@ -50,6 +56,10 @@ class Bpe {
 
   // Tokens of text s[0, n) by the named pattern, no special-token handling, appended to out.
   void encode_ordinary(const uint8_t* s, size_t n, std::vector<uint32_t>& out) const;
+  // The same into out[0, n) (out must have room for n ids); returns the number of tokens.
+  size_t encode_ordinary_into(const uint8_t* s, size_t n, uint32_t* out) const;
+  // encode() into out[0, n) (room for n ids: a special token's text is at least one byte).
+  size_t encode_into(const uint8_t* s, size_t n, const std::vector<uint8_t>& allowed, uint32_t* out) const;
   size_t count_ordinary(const uint8_t* s, size_t n) const;
   // Tokens of one pre-token piece (the custom-regex path), appended to out.
   void encode_piece(const uint8_t* p, size_t n, std::vector<uint32_t>& out) const;
@@ -80,8 +90,9 @@ class Bpe {
   void encode_span_any(const uint8_t* s, size_t n, Sink& sink) const;
   template <class Sink>
   void piece_tokens(const uint8_t* p, size_t n, Sink& sink) const;
+  // A piece of n >= 2 bytes that is not a vocabulary entry (h = hash_bytes(p, n)): cache or merge.
   template <class Sink>
-  void piece_tokens_h(const uint8_t* p, size_t n, uint64_t h, Sink& sink) const;
+  void piece_merge(const uint8_t* p, size_t n, uint64_t h, PieceCache& cache, Sink& sink) const;
   void merge_small(const uint8_t* p, size_t n, uint32_t max_rank, uint32_t* toks, size_t* m) const;
   void merge_long(const uint8_t* p, size_t n, uint32_t max_rank, std::vector<uint32_t>& out) const;
 
