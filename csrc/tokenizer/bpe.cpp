@@ -43,10 +43,11 @@ struct CountSink {
 // recur throughout a text). Level 1: kLines 64-byte lines in 2-way sets holding the piece bytes
 // (<= 24) and its tokens (<= 9) inline: a hit costs one 128-byte block (the old hash map cost a
 // slot, a key and a token list: three misses). A line is valid when its gen equals
-// the cache's: switching vocabularies bumps gen instead of clearing 512 KiB. Level 2: a BytesMap
+// the cache's: switching vocabularies bumps gen instead of clearing 1 MiB. Level 2: a BytesMap
 // (value (offset into toks) << 8 | count) for pieces up to kCacheMaxLen bytes that do not fit a
-// line; it is emptied when it grows past kCacheEntries.
-constexpr size_t kLineKey = 24, kLineToks = 9, kLines = 65536;
+// line, and for every merged piece as a backup for line conflicts; it is emptied when it grows
+// past kCacheEntries.
+constexpr size_t kLineKey = 24, kLineToks = 9, kLines = 16384;
 constexpr size_t kCacheMaxLen = 64;
 constexpr size_t kCacheEntries = 1 << 16;
 struct alignas(64) CacheLine {
@@ -315,49 +316,51 @@ template <class Sink>
 __attribute__((noinline)) void Bpe::piece_merge(const uint8_t* p, size_t n, uint64_t h, PieceCache& c, Sink& sink) const {
   uint32_t toks[128];
   size_t m;
+  CacheLine* L = nullptr;
   if (n <= kLineKey) {
     // 2-way set: the pair of lines at set * 2 (one 128-byte block); a new piece goes to the
     // first way and the previous occupant moves to the second (recently used pieces stay).
-    CacheLine* L = &c.lines[((h >> 40) & (kLines / 2 - 1)) * 2];
+    L = &c.lines[((h >> 40) & (kLines / 2 - 1)) * 2];
     for (int w = 0; w < 2; ++w)
       if (L[w].len == n && L[w].gen == c.gen && eq_bytes(L[w].key, p, n)) {
         sink.append(L[w].toks, L[w].ntok);
         return;
       }
-    merge_small(p, n, PairMap::kNone, toks, &m);
-    sink.append(toks, m);
-    if (m <= kLineToks) {
-      if (L[0].gen == c.gen && L[0].len) L[1] = L[0];
-      std::memcpy(L[0].key, p, n);
-      L[0].len = (uint8_t)n;
-      L[0].ntok = (uint8_t)m;
-      L[0].gen = c.gen;
-      std::memcpy(L[0].toks, toks, m * sizeof(uint32_t));
+  }
+  const uint32_t* t;
+  if (n > kCacheMaxLen) {
+    if (n <= 128) {
+      merge_small(p, n, PairMap::kNone, toks, &m);
+      sink.append(toks, m);
+    } else {
+      std::vector<uint32_t> tmp;
+      merge_long(p, n, PairMap::kNone, tmp);
+      sink.append(tmp.data(), tmp.size());
     }
-    return;  // (a short piece of more than kLineToks tokens is merged each time: cheap and rare)
-  } else if (n <= kCacheMaxLen) {
-    if (const uint64_t* v = c.map.find(p, n, h)) {
-      sink.append(c.toks.data() + (*v >> 8), (size_t)(*v & 0xFF));
-      return;
-    }
-    merge_small(p, n, PairMap::kNone, toks, &m);
-    sink.append(toks, m);
-  } else if (n <= 128) {
-    merge_small(p, n, PairMap::kNone, toks, &m);
-    sink.append(toks, m);
     return;
+  }
+  if (const uint64_t* v = c.map.find(p, n, h)) {  // level 2 (a line conflict, or a piece too big for one)
+    t = c.toks.data() + (*v >> 8);
+    m = (size_t)(*v & 0xFF);
   } else {
-    std::vector<uint32_t> tmp;
-    merge_long(p, n, PairMap::kNone, tmp);
-    sink.append(tmp.data(), tmp.size());
-    return;
+    merge_small(p, n, PairMap::kNone, toks, &m);
+    if (c.map.size() >= kCacheEntries) {
+      c.map.clear();
+      c.toks.clear();
+    }
+    c.map.insert(p, n, h, ((uint64_t)c.toks.size() << 8) | m);
+    c.toks.insert(c.toks.end(), toks, toks + m);
+    t = toks;
   }
-  if (c.map.size() >= kCacheEntries) {
-    c.map.clear();
-    c.toks.clear();
+  sink.append(t, m);
+  if (L && m <= kLineToks) {
+    if (L[0].gen == c.gen && L[0].len) L[1] = L[0];
+    std::memcpy(L[0].key, p, n);
+    L[0].len = (uint8_t)n;
+    L[0].ntok = (uint8_t)m;
+    L[0].gen = c.gen;
+    std::memcpy(L[0].toks, t, m * sizeof(uint32_t));
   }
-  c.map.insert(p, n, h, ((uint64_t)c.toks.size() << 8) | m);
-  c.toks.insert(c.toks.end(), toks, toks + m);
 }
 
 // Software-pipelined: scan up to kAhead pieces, hash them and prefetch their vocabulary slots,
