@@ -272,7 +272,7 @@ Registration reg("tokenizer", 30, [](py::module_& m) {
       .def("encode_ordinary", [](const BpePy& b, const py::handle& text) {
         py::object keep;
         auto v = utf8_of(text, "text", &keep);
-        uint32_t* out = scratch(v.size());
+        uint32_t* out = scratch(v.size() + hf::tok::kEncodeSlack);
         size_t m;
         {
           py::gil_scoped_release release;
@@ -284,7 +284,7 @@ Registration reg("tokenizer", 30, [](py::module_& m) {
         py::object keep;
         auto v = utf8_of(text, "text", &keep);
         auto mask = mask_of(allowed);
-        uint32_t* out = scratch(v.size());
+        uint32_t* out = scratch(v.size() + hf::tok::kEncodeSlack);
         size_t m;
         {
           py::gil_scoped_release release;
@@ -296,7 +296,7 @@ Registration reg("tokenizer", 30, [](py::module_& m) {
         py::object keep;
         auto v = utf8_of(text, "text", &keep);
         auto mask = mask_of(allowed);
-        uint32_t* out = scratch(v.size());
+        uint32_t* out = scratch(v.size() + hf::tok::kEncodeSlack);
         size_t m;
         {
           py::gil_scoped_release release;

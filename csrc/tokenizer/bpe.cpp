@@ -30,11 +30,20 @@ struct RawSink {
     std::memcpy(p, t, k * sizeof(uint32_t));
     p += k;
   }
+  // k <= K ids from a source with K readable ids: a fixed-size copy (no memcpy call); writes up
+  // to K ids, which the output buffer's slack allows.
+  template <size_t K>
+  inline void append_fixed(const uint32_t* t, size_t k) {
+    std::memcpy(p, t, K * sizeof(uint32_t));
+    p += k;
+  }
 };
 struct CountSink {
   size_t n = 0;
   void push(uint32_t) { ++n; }
   void append(const uint32_t*, size_t k) { n += k; }
+  template <size_t K>
+  void append_fixed(const uint32_t*, size_t k) { n += k; }
 };
 
 }  // namespace
@@ -70,6 +79,8 @@ struct PieceCache {
 };
 
 namespace {
+
+inline CacheLine* line_set(PieceCache& c, uint64_t h) { return &c.lines[((h >> 40) & (kLines / 2 - 1)) * 2]; }
 
 PieceCache& thread_cache(uint32_t owner) {
   thread_local PieceCache cache;
@@ -320,10 +331,10 @@ __attribute__((noinline)) void Bpe::piece_merge(const uint8_t* p, size_t n, uint
   if (n <= kLineKey) {
     // 2-way set: the pair of lines at set * 2 (one 128-byte block); a new piece goes to the
     // first way and the previous occupant moves to the second (recently used pieces stay).
-    L = &c.lines[((h >> 40) & (kLines / 2 - 1)) * 2];
+    L = line_set(c, h);
     for (int w = 0; w < 2; ++w)
       if (L[w].len == n && L[w].gen == c.gen && eq_bytes(L[w].key, p, n)) {
-        sink.append(L[w].toks, L[w].ntok);
+        sink.template append_fixed<kLineToks>(L[w].toks, L[w].ntok);
         return;
       }
   }
@@ -386,6 +397,7 @@ void Bpe::encode_span(const uint8_t* s, size_t n, Sink& sink) const {
       if (e - i > 1) {
         ph[k] = hash_bytes(s + i, e - i);
         vocab_.prefetch(ph[k]);
+        if (e - i <= kLineKey) __builtin_prefetch(line_set(cache, ph[k]));
       }
       i = e;
     }
@@ -418,7 +430,7 @@ size_t Bpe::encode_ordinary_into(const uint8_t* s, size_t n, uint32_t* out) cons
 
 void Bpe::encode_ordinary(const uint8_t* s, size_t n, std::vector<uint32_t>& out) const {
   const size_t base = out.size();
-  out.resize(base + n);
+  out.resize(base + n + kEncodeSlack);
   size_t m = 0;
   try {
     m = encode_ordinary_into(s, n, out.data() + base);
@@ -437,7 +449,7 @@ size_t Bpe::count_ordinary(const uint8_t* s, size_t n) const {
 
 void Bpe::encode_piece(const uint8_t* p, size_t n, std::vector<uint32_t>& out) const {
   const size_t base = out.size();
-  out.resize(base + n);
+  out.resize(base + n + kEncodeSlack);
   RawSink sink{out.data() + base};
   if (n) piece_tokens(p, n, sink);
   out.resize((size_t)(sink.p - out.data()));
@@ -485,7 +497,7 @@ size_t Bpe::encode_into(const uint8_t* s, size_t n, const std::vector<uint8_t>& 
 
 void Bpe::encode(const uint8_t* s, size_t n, const std::vector<uint8_t>& allowed, std::vector<uint32_t>& out) const {
   const size_t base = out.size();
-  out.resize(base + n);
+  out.resize(base + n + kEncodeSlack);
   size_t m = 0;
   try {
     m = encode_into(s, n, allowed, out.data() + base);

@@ -19,8 +19,8 @@
  *      throughout a text: a direct-mapped cache of 64-byte lines (piece up to 24 bytes, up to 9
  *      tokens, all inline: one cache line per hit, 512 KiB so it stays in L2), backed by a
  *      hash map for pieces up to 64 bytes that do not fit a line.
- * Output goes through a raw pointer into a buffer of at least n ids (a token covers at least one
- * byte, so n bytes give at most n tokens): no capacity checks or vector growth per token.
+ * Output goes through a raw pointer into a buffer of at least n (+ slack) ids (a token covers at
+ * least one byte, so n bytes give at most n tokens): no capacity checks or vector growth per token.
  */
 #pragma once
 #include <cstdint>
@@ -37,6 +37,10 @@ namespace hf::tok {
 constexpr uint32_t kMaxTokenId = (1u << 26) - 1;  // dense decode tables: ids are kept below 2^26
 
 struct PieceCache;  // per-thread cache of merged pieces (bpe.cpp)
+
+// The *_into encoders write whole cache lines of ids past the last token, so their output buffer
+// needs room for n + kEncodeSlack ids (n = text bytes >= the number of tokens).
+constexpr size_t kEncodeSlack = 16;
 
 class Bpe {
  public:
@@ -56,9 +60,9 @@ class Bpe {
 
   // Tokens of text s[0, n) by the named pattern, no special-token handling, appended to out.
   void encode_ordinary(const uint8_t* s, size_t n, std::vector<uint32_t>& out) const;
-  // The same into out[0, n) (out must have room for n ids); returns the number of tokens.
+  // The same into out, which must have room for n + kEncodeSlack ids; returns the number of tokens.
   size_t encode_ordinary_into(const uint8_t* s, size_t n, uint32_t* out) const;
-  // encode() into out[0, n) (room for n ids: a special token's text is at least one byte).
+  // encode() into out (room for n + kEncodeSlack ids: a special token's text is at least one byte).
   size_t encode_into(const uint8_t* s, size_t n, const std::vector<uint8_t>& allowed, uint32_t* out) const;
   size_t count_ordinary(const uint8_t* s, size_t n) const;
   // Tokens of one pre-token piece (the custom-regex path), appended to out.
