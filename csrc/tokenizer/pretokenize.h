@@ -202,7 +202,7 @@ inline size_t next_piece_gpt2(const uint8_t* s, size_t n, size_t i) {
   return whitespace(s, n, i, true, false);
 }
 
-inline size_t next_piece_cl100k(const uint8_t* s, size_t n, size_t i) {
+__attribute__((always_inline)) inline size_t next_piece_cl100k(const uint8_t* s, size_t n, size_t i) {
   using namespace detail;
   const uint8_t b = s[i];
   if (b == '\'') {
