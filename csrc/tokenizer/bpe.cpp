@@ -80,7 +80,9 @@ struct PieceCache {
 
 namespace {
 
-inline CacheLine* line_set(PieceCache& c, uint64_t h) { return &c.lines[((h >> 40) & (kLines / 2 - 1)) * 2]; }
+// First line of the 2-way set of a piece with hash h.
+inline size_t line_index(uint64_t h) { return ((h >> 40) & (kLines / 2 - 1)) * 2; }
+inline CacheLine* line_set(PieceCache& c, uint64_t h) { return c.lines.get() + line_index(h); }
 
 PieceCache& thread_cache(uint32_t owner) {
   thread_local PieceCache cache;
@@ -319,12 +321,12 @@ inline void Bpe::piece_tokens(const uint8_t* p, size_t n, Sink& sink) const {
   const uint64_t h = hash_bytes(p, n);
   const uint32_t r = vocab_.find(p, n, h);
   if (r != VocabTable::kNone) { sink.push(r); return; }
-  piece_merge(p, n, h, thread_cache(owner_), sink);
+  sink = piece_merge(p, n, h, thread_cache(owner_), sink);
 }
 
 // n >= 2, not a vocabulary entry, h = hash_bytes(p, n). Out of line: the encode loop stays small.
 template <class Sink>
-__attribute__((noinline)) void Bpe::piece_merge(const uint8_t* p, size_t n, uint64_t h, PieceCache& c, Sink& sink) const {
+__attribute__((noinline)) Sink Bpe::piece_merge(const uint8_t* p, size_t n, uint64_t h, PieceCache& c, Sink sink) const {
   uint32_t toks[128];
   size_t m;
   CacheLine* L = nullptr;
@@ -335,7 +337,7 @@ __attribute__((noinline)) void Bpe::piece_merge(const uint8_t* p, size_t n, uint
     for (int w = 0; w < 2; ++w)
       if (L[w].len == n && L[w].gen == c.gen && eq_bytes(L[w].key, p, n)) {
         sink.template append_fixed<kLineToks>(L[w].toks, L[w].ntok);
-        return;
+        return sink;
       }
   }
   const uint32_t* t;
@@ -348,7 +350,7 @@ __attribute__((noinline)) void Bpe::piece_merge(const uint8_t* p, size_t n, uint
       merge_long(p, n, PairMap::kNone, tmp);
       sink.append(tmp.data(), tmp.size());
     }
-    return;
+    return sink;
   }
   if (const uint64_t* v = c.map.find(p, n, h)) {  // level 2 (a line conflict, or a piece too big for one)
     t = c.toks.data() + (*v >> 8);
@@ -372,6 +374,7 @@ __attribute__((noinline)) void Bpe::piece_merge(const uint8_t* p, size_t n, uint
     L[0].gen = c.gen;
     std::memcpy(L[0].toks, t, m * sizeof(uint32_t));
   }
+  return sink;
 }
 
 // Software-pipelined: scan up to kAhead pieces, hash them and prefetch their vocabulary slots,
@@ -382,6 +385,10 @@ template <Pattern P, class Sink>
 void Bpe::encode_span(const uint8_t* s, size_t n, Sink& sink) const {
   constexpr int kAhead = 8;
   PieceCache& cache = thread_cache(owner_);
+  // Locals, so the loop keeps them in registers: the sink (output pointer), the table views.
+  Sink out = sink;
+  CacheLine* const lines = cache.lines.get();
+  const VocabTable::View vocab = vocab_.view();
   size_t pb[kAhead], pe[kAhead];
   uint64_t ph[kAhead];
   size_t i = 0;
@@ -396,20 +403,21 @@ void Bpe::encode_span(const uint8_t* s, size_t n, Sink& sink) const {
       pe[k] = e;
       if (e - i > 1) {
         ph[k] = hash_bytes(s + i, e - i);
-        vocab_.prefetch(ph[k]);
-        if (e - i <= kLineKey) __builtin_prefetch(line_set(cache, ph[k]));
+        vocab.prefetch(ph[k]);
+        if (e - i <= kLineKey) __builtin_prefetch(lines + line_index(ph[k]));
       }
       i = e;
     }
     for (int j = 0; j < k; ++j) {
       const uint8_t* p = s + pb[j];
       const size_t len = pe[j] - pb[j];
-      if (len == 1) { sink.push(byte_rank_[p[0]]); continue; }
-      const uint32_t r = vocab_.find(p, len, ph[j]);
-      if (r != VocabTable::kNone) { sink.push(r); continue; }
-      piece_merge(p, len, ph[j], cache, sink);
+      if (len == 1) { out.push(byte_rank_[p[0]]); continue; }
+      const uint32_t r = vocab.find(p, len, ph[j]);
+      if (r != VocabTable::kNone) { out.push(r); continue; }
+      out = piece_merge(p, len, ph[j], cache, out);
     }
   }
+  sink = out;
 }
 
 template <class Sink>

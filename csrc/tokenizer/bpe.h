@@ -95,8 +95,9 @@ class Bpe {
   template <class Sink>
   void piece_tokens(const uint8_t* p, size_t n, Sink& sink) const;
   // A piece of n >= 2 bytes that is not a vocabulary entry (h = hash_bytes(p, n)): cache or merge.
+  // The sink (a pointer or a count) goes in and out by value so the caller keeps it in a register.
   template <class Sink>
-  void piece_merge(const uint8_t* p, size_t n, uint64_t h, PieceCache& cache, Sink& sink) const;
+  Sink piece_merge(const uint8_t* p, size_t n, uint64_t h, PieceCache& cache, Sink sink) const;
   void merge_small(const uint8_t* p, size_t n, uint32_t max_rank, uint32_t* toks, size_t* m) const;
   void merge_long(const uint8_t* p, size_t n, uint32_t max_rank, std::vector<uint32_t>& out) const;
 
