@@ -49,54 +49,59 @@ struct CountSink {
 }  // namespace
 
 // Per-thread cache of piece -> tokens for pieces that needed merging (identifiers and rare words
-// recur throughout a text). Level 1: kLines 64-byte lines in 2-way sets holding the piece bytes
-// (<= 24) and its tokens (<= 9) inline: a hit costs one 128-byte block (the old hash map cost a
-// slot, a key and a token list: three misses). A line is valid when its gen equals
-// the cache's: switching vocabularies bumps gen instead of clearing 1 MiB. Level 2: a BytesMap
-// (value (offset into toks) << 8 | count) for pieces up to kCacheMaxLen bytes that do not fit a
-// line, and for every merged piece as a backup for line conflicts; it is emptied when it grows
-// past kCacheEntries.
-constexpr size_t kLineKey = 24, kLineToks = 9, kLines = 16384;
+// recur throughout a text). Level 1: an open-addressing table (linear probing, load <= 1/2) of
+// kLines 64-byte lines holding the piece bytes (<= 24) and its tokens (<= 9) inline, so a hit
+// costs one cache line, prefetched by the encode loop along with the vocabulary slot (a hash
+// map with a slot, a key and a token list cost three misses). A line is live when its gen equals
+// the cache's: emptying the table (when half full, or when another vocabulary uses the thread)
+// bumps gen instead of clearing 4 MiB; the table is calloc'ed, so a thread only touches the
+// pages it uses. Level 2: a BytesMap (value (offset into toks) << 8 | count) for the pieces up
+// to kCacheMaxLen bytes that do not fit a line; it is emptied when it grows past kCacheEntries.
+constexpr size_t kLineKey = 24, kLineToks = 9, kLines = 65536;
 constexpr size_t kCacheMaxLen = 64;
 constexpr size_t kCacheEntries = 1 << 16;
 struct alignas(64) CacheLine {
   uint8_t key[kLineKey];
   uint8_t len;   // 0 = empty
   uint8_t ntok;
-  uint16_t gen;  // valid iff == PieceCache::gen
+  uint16_t gen;  // live iff == PieceCache::gen
   uint32_t toks[kLineToks];
 };
 static_assert(sizeof(CacheLine) == 64, "one cache line per entry");
 struct PieceCache {
   uint32_t owner = 0;
   uint16_t gen = 1;
+  size_t live = 0;  // lines of this gen
   struct Free {
     void operator()(CacheLine* p) const { std::free(p); }
   };
-  std::unique_ptr<CacheLine[], Free> lines;  // calloc: pages are touched only as lines are used
+  std::unique_ptr<CacheLine[], Free> lines;
   BytesMap<uint64_t> map;
   std::vector<uint32_t> toks;
+  void empty_lines() {
+    live = 0;
+    if (++gen == 0) {  // wrapped: lines of an old gen could look live
+      std::memset(static_cast<void*>(lines.get()), 0, kLines * sizeof(CacheLine));
+      gen = 1;
+    }
+  }
 };
 
 namespace {
 
-// First line of the 2-way set of a piece with hash h.
-inline size_t line_index(uint64_t h) { return ((h >> 40) & (kLines / 2 - 1)) * 2; }
-inline CacheLine* line_set(PieceCache& c, uint64_t h) { return c.lines.get() + line_index(h); }
+// Home line of a piece with hash h (bits apart from the vocabulary table's index bits).
+inline size_t line_index(uint64_t h) { return (h >> 40) & (kLines - 1); }
 
 PieceCache& thread_cache(uint32_t owner) {
   thread_local PieceCache cache;
-  if (__builtin_expect(!cache.lines, 0)) {  // zeroed (len 0, gen 0)
+  if (__builtin_expect(!cache.lines, 0)) {  // zeroed: len 0, gen 0
     cache.lines.reset(static_cast<CacheLine*>(std::calloc(kLines, sizeof(CacheLine))));
     if (!cache.lines) throw std::bad_alloc();
   }
   if (cache.owner != owner || cache.map.size() >= kCacheEntries) {
     cache.map.clear();
     cache.toks.clear();
-    if (cache.owner != owner && ++cache.gen == 0) {  // wrapped: old lines could look valid
-      std::memset(static_cast<void*>(cache.lines.get()), 0, kLines * sizeof(CacheLine));
-      cache.gen = 1;
-    }
+    if (cache.owner != owner) cache.empty_lines();
     cache.owner = owner;
   }
   return cache;
@@ -329,19 +334,7 @@ template <class Sink>
 __attribute__((noinline)) Sink Bpe::piece_merge(const uint8_t* p, size_t n, uint64_t h, PieceCache& c, Sink sink) const {
   uint32_t toks[128];
   size_t m;
-  CacheLine* L = nullptr;
-  if (n <= kLineKey) {
-    // 2-way set: the pair of lines at set * 2 (one 128-byte block); a new piece goes to the
-    // first way and the previous occupant moves to the second (recently used pieces stay).
-    L = line_set(c, h);
-    for (int w = 0; w < 2; ++w)
-      if (L[w].len == n && L[w].gen == c.gen && eq_bytes(L[w].key, p, n)) {
-        sink.template append_fixed<kLineToks>(L[w].toks, L[w].ntok);
-        return sink;
-      }
-  }
-  const uint32_t* t;
-  if (n > kCacheMaxLen) {
+  if (n > kCacheMaxLen) {  // long pieces are rare: merge each time
     if (n <= 128) {
       merge_small(p, n, PairMap::kNone, toks, &m);
       sink.append(toks, m);
@@ -352,28 +345,44 @@ __attribute__((noinline)) Sink Bpe::piece_merge(const uint8_t* p, size_t n, uint
     }
     return sink;
   }
-  if (const uint64_t* v = c.map.find(p, n, h)) {  // level 2 (a line conflict, or a piece too big for one)
-    t = c.toks.data() + (*v >> 8);
-    m = (size_t)(*v & 0xFF);
-  } else {
-    merge_small(p, n, PairMap::kNone, toks, &m);
-    if (c.map.size() >= kCacheEntries) {
-      c.map.clear();
-      c.toks.clear();
+  size_t j = 0;
+  if (n <= kLineKey) {
+    CacheLine* const lines = c.lines.get();
+    for (j = line_index(h);; j = (j + 1) & (kLines - 1)) {
+      const CacheLine& L = lines[j];
+      if (L.gen != c.gen || L.len == 0) break;  // a free line: not cached (yet)
+      if (L.len == n && eq_bytes(L.key, p, n)) {
+        sink.template append_fixed<kLineToks>(L.toks, L.ntok);
+        return sink;
+      }
     }
-    c.map.insert(p, n, h, ((uint64_t)c.toks.size() << 8) | m);
-    c.toks.insert(c.toks.end(), toks, toks + m);
-    t = toks;
   }
-  sink.append(t, m);
-  if (L && m <= kLineToks) {
-    if (L[0].gen == c.gen && L[0].len) L[1] = L[0];
-    std::memcpy(L[0].key, p, n);
-    L[0].len = (uint8_t)n;
-    L[0].ntok = (uint8_t)m;
-    L[0].gen = c.gen;
-    std::memcpy(L[0].toks, t, m * sizeof(uint32_t));
+  if (const uint64_t* v = c.map.find(p, n, h)) {  // level 2
+    sink.append(c.toks.data() + (*v >> 8), (size_t)(*v & 0xFF));
+    return sink;
   }
+  merge_small(p, n, PairMap::kNone, toks, &m);
+  sink.append(toks, m);
+  if (n <= kLineKey && m <= kLineToks) {
+    if (++c.live > kLines / 2) {
+      c.empty_lines();
+      c.live = 1;
+      j = line_index(h);
+    }
+    CacheLine& L = c.lines[j];
+    std::memcpy(L.key, p, n);
+    L.len = (uint8_t)n;
+    L.ntok = (uint8_t)m;
+    L.gen = c.gen;
+    std::memcpy(L.toks, toks, m * sizeof(uint32_t));
+    return sink;
+  }
+  if (c.map.size() >= kCacheEntries) {
+    c.map.clear();
+    c.toks.clear();
+  }
+  c.map.insert(p, n, h, ((uint64_t)c.toks.size() << 8) | m);
+  c.toks.insert(c.toks.end(), toks, toks + m);
   return sink;
 }
 
