@@ -10,6 +10,10 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <memory>
+
+#include <oneapi/tbb/enumerable_thread_specific.h>
 #include <oneapi/tbb/parallel_for.h>
 #include <oneapi/tbb/task_arena.h>
 
@@ -183,15 +187,48 @@ BatchText batch_of(const py::handle& texts) {
   return b;
 }
 
-std::vector<std::vector<uint32_t>> encode_many(const Bpe& bpe, const BatchText& b, const std::vector<uint8_t>& mask,
-                                               int num_threads) {
-  std::vector<std::vector<uint32_t>> out(b.views.size());
+// Batch encoding without per-document allocations: each worker thread appends the tokens of the
+// documents it encodes to its own growable buffer (one allocation per doubling), and records
+// where each document's tokens are; the flat result is then one prefix sum over the counts and
+// one parallel copy. (Per-document std::vectors and a serial concatenation capped the scaling.)
+struct IdArena {
+  std::unique_ptr<uint32_t[]> p;  // uninitialized
+  size_t cap = 0, used = 0;
+  uint32_t* room(size_t k) {  // pointer to at least k free ids after the used ones
+    if (used + k > cap) {
+      const size_t c = std::max({2 * cap, used + k, (size_t)1 << 16});
+      std::unique_ptr<uint32_t[]> q(new uint32_t[c]);
+      if (used) std::memcpy(q.get(), p.get(), used * sizeof(uint32_t));
+      p.swap(q);
+      cap = c;
+    }
+    return p.get() + used;
+  }
+};
+struct FlatBatch {
+  tbb::enumerable_thread_specific<IdArena> arenas;
+  std::vector<const IdArena*> arena;  // per document: whose buffer
+  std::vector<size_t> off, len;       // and where in it
+  const uint32_t* ids(size_t i) const { return arena[i]->p.get() + off[i]; }
+};
+
+// Encodes the batch into fb (the GIL is released inside).
+void encode_flat(const Bpe& bpe, const BatchText& b, const std::vector<uint8_t>& mask, int num_threads, FlatBatch& fb) {
+  const size_t n = b.views.size();
+  fb.arena.assign(n, nullptr);
+  fb.off.assign(n, 0);
+  fb.len.assign(n, 0);
   py::gil_scoped_release release;
-  for_items((int64_t)b.views.size(), num_threads, [&](int64_t i) {
-    auto v = b.views[i];
-    bpe.encode((const uint8_t*)v.data(), v.size(), mask, out[i]);
+  for_items((int64_t)n, num_threads, [&](int64_t i) {
+    IdArena& a = fb.arenas.local();
+    const auto v = b.views[i];
+    uint32_t* w = a.room(v.size() + hf::tok::kEncodeSlack);
+    const size_t m = bpe.encode_into((const uint8_t*)v.data(), v.size(), mask, w);
+    fb.arena[i] = &a;
+    fb.off[i] = a.used;
+    fb.len[i] = m;
+    a.used += m;
   });
-  return out;
 }
 
 std::vector<std::pair<std::string, uint32_t>> ranks_of(const py::handle& obj) {
@@ -347,24 +384,30 @@ Registration reg("tokenizer", 30, [](py::module_& m) {
       })
       .def("encode_batch", [](const BpePy& b, const py::handle& texts, const std::vector<bool>& allowed, int num_threads) {
         BatchText bt = batch_of(texts);
-        auto out = encode_many(b, bt, mask_of(allowed), num_threads);
-        py::list l;
-        for (auto& v : out) l.append(to_list(b, v));
-        return l;
+        FlatBatch fb;
+        encode_flat(b, bt, mask_of(allowed), num_threads, fb);
+        const size_t n = bt.views.size();
+        PyObject* l = PyList_New((Py_ssize_t)n);
+        if (!l) throw py::error_already_set();
+        py::list out = py::reinterpret_steal<py::list>(l);
+        for (size_t i = 0; i < n; ++i) PyList_SET_ITEM(l, (Py_ssize_t)i, to_list(b, fb.ids(i), fb.len[i]).release().ptr());
+        return out;
       })
       .def("encode_batch_flat", [](const Bpe& b, const py::handle& texts, const std::vector<bool>& allowed, int num_threads) {
         BatchText bt = batch_of(texts);
-        auto out = encode_many(b, bt, mask_of(allowed), num_threads);
-        py::array_t<int64_t> offsets((py::ssize_t)out.size() + 1);
+        FlatBatch fb;
+        encode_flat(b, bt, mask_of(allowed), num_threads, fb);
+        const size_t n = bt.views.size();
+        py::array_t<int64_t> offsets((py::ssize_t)n + 1);
         int64_t* o = offsets.mutable_data();
         o[0] = 0;
-        for (size_t i = 0; i < out.size(); ++i) o[i + 1] = o[i] + (int64_t)out[i].size();
-        py::array_t<uint32_t> ids((py::ssize_t)o[out.size()]);
+        for (size_t i = 0; i < n; ++i) o[i + 1] = o[i] + (int64_t)fb.len[i];
+        py::array_t<uint32_t> ids((py::ssize_t)o[n]);
         uint32_t* d = ids.mutable_data();
         {
           py::gil_scoped_release release;
-          for_items((int64_t)out.size(), num_threads, [&](int64_t i) {
-            if (!out[i].empty()) std::memcpy(d + o[i], out[i].data(), out[i].size() * 4);
+          for_items((int64_t)n, num_threads, [&](int64_t i) {
+            if (fb.len[i]) std::memcpy(d + o[i], fb.ids(i), fb.len[i] * sizeof(uint32_t));
           });
         }
         return py::make_tuple(ids, offsets);

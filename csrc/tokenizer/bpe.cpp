@@ -52,11 +52,13 @@ struct CountSink {
 // recur throughout a text). Level 1: an open-addressing table (linear probing, load <= 1/2) of
 // kLines 64-byte lines holding the piece bytes (<= 24) and its tokens (<= 9) inline, so a hit
 // costs one cache line, prefetched by the encode loop along with the vocabulary slot (a hash
-// map with a slot, a key and a token list cost three misses). A line is live when its gen equals
-// the cache's: emptying the table (when half full, or when another vocabulary uses the thread)
-// bumps gen instead of clearing 4 MiB; the table is calloc'ed, so a thread only touches the
-// pages it uses. Level 2: a BytesMap (value (offset into toks) << 8 | count) for the pieces up
-// to kCacheMaxLen bytes that do not fit a line; it is emptied when it grows past kCacheEntries.
+// map with a slot, a key and a token list cost three misses). Level 2: a BytesMap (value (offset
+// into toks) << 8 | count) for the pieces up to kCacheMaxLen bytes that do not fit a line, and
+// for all new pieces once the lines are half full; when it grows past kCacheEntries it is
+// emptied, and so are the lines if they are full (the text has moved on to other words). A line
+// is live when its gen equals the cache's: emptying the lines (then, or when another vocabulary
+// uses the thread) bumps gen instead of clearing 4 MiB; the table is calloc'ed, so a thread only
+// touches the pages it uses.
 constexpr size_t kLineKey = 24, kLineToks = 9, kLines = 65536;
 constexpr size_t kCacheMaxLen = 64;
 constexpr size_t kCacheEntries = 1 << 16;
@@ -98,10 +100,10 @@ PieceCache& thread_cache(uint32_t owner) {
     cache.lines.reset(static_cast<CacheLine*>(std::calloc(kLines, sizeof(CacheLine))));
     if (!cache.lines) throw std::bad_alloc();
   }
-  if (cache.owner != owner || cache.map.size() >= kCacheEntries) {
+  if (cache.owner != owner) {
     cache.map.clear();
     cache.toks.clear();
-    if (cache.owner != owner) cache.empty_lines();
+    cache.empty_lines();
     cache.owner = owner;
   }
   return cache;
@@ -363,12 +365,8 @@ __attribute__((noinline)) Sink Bpe::piece_merge(const uint8_t* p, size_t n, uint
   }
   merge_small(p, n, PairMap::kNone, toks, &m);
   sink.append(toks, m);
-  if (n <= kLineKey && m <= kLineToks) {
-    if (++c.live > kLines / 2) {
-      c.empty_lines();
-      c.live = 1;
-      j = line_index(h);
-    }
+  if (n <= kLineKey && m <= kLineToks && c.live < kLines / 2) {
+    ++c.live;
     CacheLine& L = c.lines[j];
     std::memcpy(L.key, p, n);
     L.len = (uint8_t)n;
@@ -378,8 +376,10 @@ __attribute__((noinline)) Sink Bpe::piece_merge(const uint8_t* p, size_t n, uint
     return sink;
   }
   if (c.map.size() >= kCacheEntries) {
+    // Full: start over (the lines too, if they are full: the text has moved on to new words).
     c.map.clear();
     c.toks.clear();
+    if (c.live >= kLines / 2) c.empty_lines();
   }
   c.map.insert(p, n, h, ((uint64_t)c.toks.size() << 8) | m);
   c.toks.insert(c.toks.end(), toks, toks + m);
