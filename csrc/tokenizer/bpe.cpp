@@ -392,7 +392,7 @@ __attribute__((noinline)) Sink Bpe::piece_merge(const uint8_t* p, size_t n, uint
 // resolved inline; the rest go to piece_merge.
 template <Pattern P, class Sink>
 void Bpe::encode_span(const uint8_t* s, size_t n, Sink& sink) const {
-  constexpr int kAhead = 16;
+  constexpr int kAhead = 32;
   PieceCache& cache = thread_cache(owner_);
   // Locals, so the loop keeps them in registers: the sink (output pointer), the table views.
   Sink out = sink;
