@@ -386,13 +386,14 @@ __attribute__((noinline)) Sink Bpe::piece_merge(const uint8_t* p, size_t n, uint
   return sink;
 }
 
-// Software-pipelined: scan up to kAhead pieces, hash them and prefetch their vocabulary slots,
-// then resolve them; the table (1-4 MB for 32k-200k tokens) is larger than L2, so overlapping
-// the misses with scanning is worth ~15%. Single bytes and whole-token pieces (most of them) are
-// resolved inline; the rest go to piece_merge.
+// Software-pipelined: scan up to kAhead pieces, hash them and prefetch their vocabulary slots
+// and piece-cache lines, then resolve them; the tables (1-4 MB each) are larger than L2, so
+// overlapping the misses with scanning pays: 8 -> 16 -> 32 -> 64 pieces ahead measured +8%, +5%,
+// +2% here. Single bytes and whole-token pieces (most of them) are resolved inline; the rest go
+// to piece_merge.
 template <Pattern P, class Sink>
 void Bpe::encode_span(const uint8_t* s, size_t n, Sink& sink) const {
-  constexpr int kAhead = 32;
+  constexpr int kAhead = 64;
   PieceCache& cache = thread_cache(owner_);
   // Locals, so the loop keeps them in registers: the sink (output pointer), the table views.
   Sink out = sink;
