@@ -222,8 +222,12 @@ void encode_flat(const Bpe& bpe, const BatchText& b, const std::vector<uint8_t>&
   for_items((int64_t)n, num_threads, [&](int64_t i) {
     IdArena& a = fb.arenas.local();
     const auto v = b.views[i];
-    uint32_t* w = a.room(v.size() + hf::tok::kEncodeSlack);
+    // Encode into the thread's reused scratch buffer (room for the worst case, one id per byte,
+    // in pages already mapped), then keep only the actual ids (about 1/4 of that): the arena
+    // grows, and faults in fresh pages, by the output's size alone.
+    uint32_t* w = scratch(v.size() + hf::tok::kEncodeSlack);
     const size_t m = bpe.encode_into((const uint8_t*)v.data(), v.size(), mask, w);
+    if (m) std::memcpy(a.room(m), w, m * sizeof(uint32_t));
     fb.arena[i] = &a;
     fb.off[i] = a.used;
     fb.len[i] = m;
