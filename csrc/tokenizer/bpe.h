@@ -16,9 +16,10 @@
  *      buckets over a linked list (see merge_long), near-linear, so "a" * 1e5 and "^" * 1e6
  *      take milliseconds where tiktoken is quadratic.
  *   4. pieces that needed merging are remembered per thread, since the same word recurs
- *      throughout a text: a direct-mapped cache of 64-byte lines (piece up to 24 bytes, up to 9
- *      tokens, all inline: one cache line per hit, 512 KiB so it stays in L2), backed by a
- *      hash map for pieces up to 64 bytes that do not fit a line.
+ *      throughout a text: an open-addressing table of 64-byte lines (piece up to 24 bytes, up to
+ *      9 tokens, all inline: one cache line per hit, prefetched by the encode loop), backed by a
+ *      hash map for pieces up to 64 bytes that do not fit a line (details in bpe.cpp).
+ * The encode loop scans 64 pieces ahead of their lookups so that the table misses overlap.
  * Output goes through a raw pointer into a buffer of at least n (+ slack) ids (a token covers at
  * least one byte, so n bytes give at most n tokens): no capacity checks or vector growth per token.
  */
