@@ -10,6 +10,10 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <memory>
+
+#include <oneapi/tbb/enumerable_thread_specific.h>
 #include <oneapi/tbb/parallel_for.h>
 #include <oneapi/tbb/task_arena.h>
 
@@ -58,30 +62,46 @@ struct BpePy : Bpe {
   }
 };
 
-py::list to_list(const BpePy& b, const std::vector<uint32_t>& v) {
-  PyObject* l = PyList_New((Py_ssize_t)v.size());
+py::list to_list(const BpePy& b, const uint32_t* v, size_t n) {
+  PyObject* l = PyList_New((Py_ssize_t)n);
   if (!l) throw py::error_already_set();
   PyObject* const* ints = b.ints.data();
-  const size_t n = v.size();
+  PyObject** items = reinterpret_cast<PyListObject*>(l)->ob_item;
   // The int objects are scattered over n_vocab * 32 bytes; prefetching a few tokens ahead hides
   // the misses of the INCREFs.
-  for (size_t i = 0; i < n; ++i) {
-    if (i + 8 < n) __builtin_prefetch(ints[v[i + 8]], 1);
+  size_t i = 0;
+  for (; i + 8 < n; ++i) {
+    __builtin_prefetch(ints[v[i + 8]], 1);
     PyObject* o = ints[v[i]];
     Py_INCREF(o);
-    PyList_SET_ITEM(l, (Py_ssize_t)i, o);
+    items[i] = o;
+  }
+  for (; i < n; ++i) {
+    PyObject* o = ints[v[i]];
+    Py_INCREF(o);
+    items[i] = o;
   }
   return py::reinterpret_steal<py::list>(l);
 }
+py::list to_list(const BpePy& b, const std::vector<uint32_t>& v) { return to_list(b, v.data(), v.size()); }
 
-// A per-thread output buffer, emptied on each use: encoding into it reuses its pages instead of
-// growing a fresh vector (page faults cost ~15% of a list-returning encode). Large buffers are
-// released so one huge text does not pin memory.
-std::vector<uint32_t>& scratch() {
-  thread_local std::vector<uint32_t> buf;
-  if (buf.capacity() > (64u << 20)) std::vector<uint32_t>().swap(buf);
-  buf.clear();
-  return buf;
+// A per-thread output buffer of at least n ids, uninitialized and reused across calls: encoding
+// writes into it through a raw pointer (no growth, no zero-fill, no fresh pages: page faults
+// cost ~15% of a list-returning encode). A buffer over 64 MiB is released when a smaller one
+// would do, so one huge text does not pin memory.
+uint32_t* scratch(size_t n) {
+  struct Buf {
+    std::unique_ptr<uint32_t[]> p;
+    size_t cap = 0;
+  };
+  thread_local Buf buf;
+  constexpr size_t kKeep = (64u << 20) / sizeof(uint32_t);
+  if (buf.cap < n || (buf.cap > kKeep && n <= kKeep)) {
+    const size_t cap = std::max<size_t>(n, 4096);
+    buf.p.reset(new uint32_t[cap]);
+    buf.cap = cap;
+  }
+  return buf.p.get();
 }
 
 py::list to_list(const std::vector<uint32_t>& v) {
@@ -167,15 +187,52 @@ BatchText batch_of(const py::handle& texts) {
   return b;
 }
 
-std::vector<std::vector<uint32_t>> encode_many(const Bpe& bpe, const BatchText& b, const std::vector<uint8_t>& mask,
-                                               int num_threads) {
-  std::vector<std::vector<uint32_t>> out(b.views.size());
+// Batch encoding without per-document allocations: each worker thread appends the tokens of the
+// documents it encodes to its own growable buffer (one allocation per doubling), and records
+// where each document's tokens are; the flat result is then one prefix sum over the counts and
+// one parallel copy. (Per-document std::vectors and a serial concatenation capped the scaling.)
+struct IdArena {
+  std::unique_ptr<uint32_t[]> p;  // uninitialized
+  size_t cap = 0, used = 0;
+  uint32_t* room(size_t k) {  // pointer to at least k free ids after the used ones
+    if (used + k > cap) {
+      const size_t c = std::max({2 * cap, used + k, (size_t)1 << 16});
+      std::unique_ptr<uint32_t[]> q(new uint32_t[c]);
+      if (used) std::memcpy(q.get(), p.get(), used * sizeof(uint32_t));
+      p.swap(q);
+      cap = c;
+    }
+    return p.get() + used;
+  }
+};
+struct FlatBatch {
+  tbb::enumerable_thread_specific<IdArena> arenas;
+  std::vector<const IdArena*> arena;  // per document: whose buffer
+  std::vector<size_t> off, len;       // and where in it
+  const uint32_t* ids(size_t i) const { return arena[i]->p.get() + off[i]; }
+};
+
+// Encodes the batch into fb (the GIL is released inside).
+void encode_flat(const Bpe& bpe, const BatchText& b, const std::vector<uint8_t>& mask, int num_threads, FlatBatch& fb) {
+  const size_t n = b.views.size();
+  fb.arena.assign(n, nullptr);
+  fb.off.assign(n, 0);
+  fb.len.assign(n, 0);
   py::gil_scoped_release release;
-  for_items((int64_t)b.views.size(), num_threads, [&](int64_t i) {
-    auto v = b.views[i];
-    bpe.encode((const uint8_t*)v.data(), v.size(), mask, out[i]);
+  for_items((int64_t)n, num_threads, [&](int64_t i) {
+    IdArena& a = fb.arenas.local();
+    const auto v = b.views[i];
+    // Encode into the thread's reused scratch buffer (room for the worst case, one id per byte,
+    // in pages already mapped), then keep only the actual ids (about 1/4 of that): the arena
+    // grows, and faults in fresh pages, by the output's size alone.
+    uint32_t* w = scratch(v.size() + hf::tok::kEncodeSlack);
+    const size_t m = bpe.encode_into((const uint8_t*)v.data(), v.size(), mask, w);
+    if (m) std::memcpy(a.room(m), w, m * sizeof(uint32_t));
+    fb.arena[i] = &a;
+    fb.off[i] = a.used;
+    fb.len[i] = m;
+    a.used += m;
   });
-  return out;
 }
 
 std::vector<std::pair<std::string, uint32_t>> ranks_of(const py::handle& obj) {
@@ -256,35 +313,38 @@ Registration reg("tokenizer", 30, [](py::module_& m) {
       .def("encode_ordinary", [](const BpePy& b, const py::handle& text) {
         py::object keep;
         auto v = utf8_of(text, "text", &keep);
-        std::vector<uint32_t>& out = scratch();
+        uint32_t* out = scratch(v.size() + hf::tok::kEncodeSlack);
+        size_t m;
         {
           py::gil_scoped_release release;
-          b.encode_ordinary((const uint8_t*)v.data(), v.size(), out);
+          m = b.encode_ordinary_into((const uint8_t*)v.data(), v.size(), out);
         }
-        return to_list(b, out);
+        return to_list(b, out, m);
       })
       .def("encode", [](const BpePy& b, const py::handle& text, const std::vector<bool>& allowed) {
         py::object keep;
         auto v = utf8_of(text, "text", &keep);
         auto mask = mask_of(allowed);
-        std::vector<uint32_t>& out = scratch();
+        uint32_t* out = scratch(v.size() + hf::tok::kEncodeSlack);
+        size_t m;
         {
           py::gil_scoped_release release;
-          b.encode((const uint8_t*)v.data(), v.size(), mask, out);
+          m = b.encode_into((const uint8_t*)v.data(), v.size(), mask, out);
         }
-        return to_list(b, out);
+        return to_list(b, out, m);
       })
       .def("encode_numpy", [](const Bpe& b, const py::handle& text, const std::vector<bool>& allowed) {
         py::object keep;
         auto v = utf8_of(text, "text", &keep);
         auto mask = mask_of(allowed);
-        std::vector<uint32_t> out;
+        uint32_t* out = scratch(v.size() + hf::tok::kEncodeSlack);
+        size_t m;
         {
           py::gil_scoped_release release;
-          b.encode((const uint8_t*)v.data(), v.size(), mask, out);
+          m = b.encode_into((const uint8_t*)v.data(), v.size(), mask, out);
         }
-        py::array_t<uint32_t> a((py::ssize_t)out.size());
-        if (!out.empty()) std::memcpy(a.mutable_data(), out.data(), out.size() * 4);
+        py::array_t<uint32_t> a((py::ssize_t)m);
+        if (m) std::memcpy(a.mutable_data(), out, m * 4);
         return a;
       })
       .def("count", [](const Bpe& b, const py::handle& text, const std::vector<bool>& allowed) {
@@ -328,24 +388,30 @@ Registration reg("tokenizer", 30, [](py::module_& m) {
       })
       .def("encode_batch", [](const BpePy& b, const py::handle& texts, const std::vector<bool>& allowed, int num_threads) {
         BatchText bt = batch_of(texts);
-        auto out = encode_many(b, bt, mask_of(allowed), num_threads);
-        py::list l;
-        for (auto& v : out) l.append(to_list(b, v));
-        return l;
+        FlatBatch fb;
+        encode_flat(b, bt, mask_of(allowed), num_threads, fb);
+        const size_t n = bt.views.size();
+        PyObject* l = PyList_New((Py_ssize_t)n);
+        if (!l) throw py::error_already_set();
+        py::list out = py::reinterpret_steal<py::list>(l);
+        for (size_t i = 0; i < n; ++i) PyList_SET_ITEM(l, (Py_ssize_t)i, to_list(b, fb.ids(i), fb.len[i]).release().ptr());
+        return out;
       })
       .def("encode_batch_flat", [](const Bpe& b, const py::handle& texts, const std::vector<bool>& allowed, int num_threads) {
         BatchText bt = batch_of(texts);
-        auto out = encode_many(b, bt, mask_of(allowed), num_threads);
-        py::array_t<int64_t> offsets((py::ssize_t)out.size() + 1);
+        FlatBatch fb;
+        encode_flat(b, bt, mask_of(allowed), num_threads, fb);
+        const size_t n = bt.views.size();
+        py::array_t<int64_t> offsets((py::ssize_t)n + 1);
         int64_t* o = offsets.mutable_data();
         o[0] = 0;
-        for (size_t i = 0; i < out.size(); ++i) o[i + 1] = o[i] + (int64_t)out[i].size();
-        py::array_t<uint32_t> ids((py::ssize_t)o[out.size()]);
+        for (size_t i = 0; i < n; ++i) o[i + 1] = o[i] + (int64_t)fb.len[i];
+        py::array_t<uint32_t> ids((py::ssize_t)o[n]);
         uint32_t* d = ids.mutable_data();
         {
           py::gil_scoped_release release;
-          for_items((int64_t)out.size(), num_threads, [&](int64_t i) {
-            if (!out[i].empty()) std::memcpy(d + o[i], out[i].data(), out[i].size() * 4);
+          for_items((int64_t)n, num_threads, [&](int64_t i) {
+            if (fb.len[i]) std::memcpy(d + o[i], fb.ids(i), fb.len[i] * sizeof(uint32_t));
           });
         }
         return py::make_tuple(ids, offsets);

@@ -324,3 +324,48 @@ def test_custom_regex_path(toks):
     assert tok.encode_batch([MIXED]) == [ref.encode(MIXED)]
     with pytest.raises(ValueError, match="save_hf"):
         tok.to_hf_json()
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_ascii_letter_runs_like_tiktoken(name, toks):
+    # The scanners classify 16 bytes at a time on ASCII letter runs: runs of every length around
+    # the 16-byte blocks, ending at the text's end, a non-ASCII letter, a mark, a digit, an
+    # apostrophe or punctuation, with and without a leading space or other character.
+    tok, ref = toks[name], _ref(toks[name], name)
+    rng = random.Random(5)
+    letters = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+    tails = ["", "\u00e9", "\u0301", "\u4e2d", "7", "'s", "'", ".", " ", "\n", "\u00a0", "_", "\U0001f600"]
+    heads = ["", " ", "\t", "(", "'", "\u00e9", "7", "\n", "  "]
+    texts = []
+    for n in list(range(0, 40)) + [47, 48, 49, 63, 64, 65, 200]:
+        for _ in range(3):
+            w = "".join(rng.choice(letters) for _ in range(n))
+            texts.append(rng.choice(heads) + w + rng.choice(tails) + rng.choice(["", " x", "yz\u00e9abc" * 3]))
+    texts.append(" ".join(texts))
+    for t in texts:
+        assert tok.encode_ordinary(t) == ref.encode_ordinary(t), repr(t)
+
+
+def test_piece_cache_overflow_and_vocab_switch(toks, restore_threads):
+    # The per-thread cache of merged pieces (64K inline lines, then a 64K-entry map, both emptied
+    # when full; a vocabulary switch invalidates it): >100k distinct words overflow both, and
+    # alternating tokenizers on one thread must never return another vocabulary's tokens.
+    rng = random.Random(9)
+    words = {"".join(rng.choice("etaoinshrdlucmfw") for _ in range(rng.randint(4, 11))) for _ in range(120000)}
+    words = sorted(words)
+    rng.shuffle(words)
+    docs = [" ".join(words[i:i + 2000]) for i in range(0, len(words), 2000)]
+    a, b = toks["cl100k"], toks["gpt2"]
+    ra, rb = _ref(a, "cl100k"), _ref(b, "gpt2")
+    expect_a = [ra.encode_ordinary(d) for d in docs]
+    for _ in range(2):  # second pass: from the cache
+        assert [a.encode_ordinary(d) for d in docs] == expect_a
+    for d, e in zip(docs[:10], expect_a[:10]):  # alternate vocabularies on one thread
+        assert b.encode_ordinary(d) == rb.encode_ordinary(d)
+        assert a.encode_ordinary(d) == e
+        assert a.count(d) == len(e)
+    ids, off = a.encode_batch_flat(docs, num_threads=2)
+    assert off[-1] == len(ids) == sum(len(e) for e in expect_a)
+    for i in range(0, len(docs), 7):
+        assert ids[off[i]:off[i + 1]].tolist() == expect_a[i]
+    assert a.encode_batch(docs[:8], num_threads=2) == expect_a[:8]

@@ -15,8 +15,13 @@
  *      Pieces up to 128 bytes use an array scan (O(m^2), m small); longer pieces use rank
  *      buckets over a linked list (see merge_long), near-linear, so "a" * 1e5 and "^" * 1e6
  *      take milliseconds where tiktoken is quadratic.
- *   4. short pieces that needed merging are remembered in a small direct-mapped per-thread cache
- *      (piece bytes -> tokens), since the same word recurs throughout a text.
+ *   4. pieces that needed merging are remembered per thread, since the same word recurs
+ *      throughout a text: an open-addressing table of 64-byte lines (piece up to 24 bytes, up to
+ *      9 tokens, all inline: one cache line per hit, prefetched by the encode loop), backed by a
+ *      hash map for pieces up to 64 bytes that do not fit a line (details in bpe.cpp).
+ * The encode loop scans 64 pieces ahead of their lookups so that the table misses overlap.
+ * Output goes through a raw pointer into a buffer of at least n (+ slack) ids (a token covers at
+ * least one byte, so n bytes give at most n tokens): no capacity checks or vector growth per token.
  */
 #pragma once
 #include <cstdint>
@@ -31,6 +36,12 @@
 namespace hf::tok {
 
 constexpr uint32_t kMaxTokenId = (1u << 26) - 1;  // dense decode tables: ids are kept below 2^26
+
+struct PieceCache;  // per-thread cache of merged pieces (bpe.cpp)
+
+// The *_into encoders write whole cache lines of ids past the last token, so their output buffer
+// needs room for n + kEncodeSlack ids (n = text bytes >= the number of tokens).
+constexpr size_t kEncodeSlack = 16;
 
 class Bpe {
  public:
@@ -50,6 +61,10 @@ class Bpe {
 
   // Tokens of text s[0, n) by the named pattern, no special-token handling, appended to out.
   void encode_ordinary(const uint8_t* s, size_t n, std::vector<uint32_t>& out) const;
+  // The same into out, which must have room for n + kEncodeSlack ids; returns the number of tokens.
+  size_t encode_ordinary_into(const uint8_t* s, size_t n, uint32_t* out) const;
+  // encode() into out (room for n + kEncodeSlack ids: a special token's text is at least one byte).
+  size_t encode_into(const uint8_t* s, size_t n, const std::vector<uint8_t>& allowed, uint32_t* out) const;
   size_t count_ordinary(const uint8_t* s, size_t n) const;
   // Tokens of one pre-token piece (the custom-regex path), appended to out.
   void encode_piece(const uint8_t* p, size_t n, std::vector<uint32_t>& out) const;
@@ -80,8 +95,10 @@ class Bpe {
   void encode_span_any(const uint8_t* s, size_t n, Sink& sink) const;
   template <class Sink>
   void piece_tokens(const uint8_t* p, size_t n, Sink& sink) const;
+  // A piece of n >= 2 bytes that is not a vocabulary entry (h = hash_bytes(p, n)): cache or merge.
+  // The sink (a pointer or a count) goes in and out by value so the caller keeps it in a register.
   template <class Sink>
-  void piece_tokens_h(const uint8_t* p, size_t n, uint64_t h, Sink& sink) const;
+  Sink piece_merge(const uint8_t* p, size_t n, uint64_t h, PieceCache& cache, Sink sink) const;
   void merge_small(const uint8_t* p, size_t n, uint32_t max_rank, uint32_t* toks, size_t* m) const;
   void merge_long(const uint8_t* p, size_t n, uint32_t max_rank, std::vector<uint32_t>& out) const;
 

@@ -264,36 +264,45 @@ class VocabTable {
     }
     arena_.append(16, '\0');
   }
-  void prefetch(uint64_t h) const { __builtin_prefetch(&slots_[h & mask_]); }
-  // Rank of p[0, n) (n >= 1) with h = hash_bytes(p, n), or kNone.
-  uint32_t find(const uint8_t* p, size_t n, uint64_t h) const {
-    const uint16_t tag = (uint16_t)(h >> 48);
-    size_t j = h & mask_;
-    if (n <= 8) {
-      const uint64_t key = pack8(p, n);
-      for (;;) {
-        const Slot& s = slots_[j];
-        if (s.rank == kNone) return kNone;
-        if (s.key == key && s.len == n && s.tag == tag) return s.rank;
-        j = (j + 1) & mask_;
-      }
-    }
-    for (;;) {
-      const Slot& s = slots_[j];
-      if (s.rank == kNone) return kNone;
-      if (s.tag == tag && s.len == std::min<size_t>(n, 0xFFFF) && (s.key & 0xFFFFF) == std::min<size_t>(n, 0xFFFFF) &&
-          (n < 0xFFFFF) && eq_bytes((const uint8_t*)arena_.data() + (s.key >> 20), p, n))
-        return s.rank;
-      j = (j + 1) & mask_;
-    }
-  }
-
- private:
   struct Slot {
     uint64_t key;   // the packed bytes (len <= 8) or arena offset << 20 | len
     uint32_t rank;  // kNone = empty
     uint16_t len, tag;
   };
+  // Raw pointers of the table, for hot loops that keep them in registers.
+  struct View {
+    const Slot* slots;
+    size_t mask;
+    const char* arena;
+    void prefetch(uint64_t h) const { __builtin_prefetch(slots + (h & mask)); }
+    // Rank of p[0, n) (n >= 1) with h = hash_bytes(p, n), or kNone.
+    uint32_t find(const uint8_t* p, size_t n, uint64_t h) const {
+      const uint16_t tag = (uint16_t)(h >> 48);
+      size_t j = h & mask;
+      if (n <= 8) {
+        const uint64_t key = pack8(p, n);
+        for (;;) {
+          const Slot& s = slots[j];
+          if (s.rank == kNone) return kNone;
+          if (s.key == key && s.len == n && s.tag == tag) return s.rank;
+          j = (j + 1) & mask;
+        }
+      }
+      for (;;) {
+        const Slot& s = slots[j];
+        if (s.rank == kNone) return kNone;
+        if (s.tag == tag && s.len == std::min<size_t>(n, 0xFFFF) && (s.key & 0xFFFFF) == std::min<size_t>(n, 0xFFFFF) &&
+            (n < 0xFFFFF) && eq_bytes((const uint8_t*)arena + (s.key >> 20), p, n))
+          return s.rank;
+        j = (j + 1) & mask;
+      }
+    }
+  };
+  View view() const { return {slots_.data(), mask_, arena_.data()}; }
+  void prefetch(uint64_t h) const { view().prefetch(h); }
+  uint32_t find(const uint8_t* p, size_t n, uint64_t h) const { return view().find(p, n, h); }
+
+ private:
   std::vector<Slot> slots_;
   size_t mask_ = 0;
   std::string arena_;
