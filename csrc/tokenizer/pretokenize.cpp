@@ -4,6 +4,8 @@
  */
 #include "tokenizer/pretokenize.h"
 
+#include <cstring>
+
 #include "runtime/errors.h"
 
 namespace hf::tok {
@@ -28,6 +30,20 @@ const char* pattern_name(Pattern p) {
     case Pattern::o200k: return "o200k";
     default: return "custom";
   }
+}
+
+size_t safe_split_point(const uint8_t* s, size_t n, size_t from) {
+  size_t i = from < 1 ? 1 : from - 1;  // candidate newline at i, cut at i + 1
+  while (i + 1 < n) {
+    const void* q = std::memchr(s + i, '\n', n - 1 - i);
+    if (!q) break;
+    i = size_t(static_cast<const uint8_t*>(q) - s);
+    const uint8_t before = s[i - 1], after = s[i + 1];
+    const bool letter = (after | 0x20) >= 'a' && (after | 0x20) <= 'z';
+    if (before > 0x20 && before < 0x7F && letter) return i + 1;
+    ++i;
+  }
+  return n;
 }
 
 Pattern pattern_from_name(const std::string& name) {

@@ -43,6 +43,17 @@ enum class Pattern : uint8_t { gpt2 = 0, cl100k = 1, o200k = 2, custom = 3 };
 
 // The regex strings of the named patterns, and name <-> Pattern.
 const char* pattern_regex(Pattern p);
+
+// The first byte offset p in [from, n) where text s[0, n) may be cut in two, the halves
+// pre-tokenized on their own, with exactly the pieces of the whole (for the three named
+// patterns), or n if there is none. p qualifies when s[p-2] is a printable ASCII non-space, s[p-1]
+// is '\n' and s[p] an ASCII letter: the newline is a whitespace run of length one, so every
+// pattern ends a piece after it ("\n" alone, or a punctuation piece's trailing newlines), and no
+// piece starts with a newline and continues into a letter; `\s++$` and `\s+(?!\S)` at the cut
+// give that same one-character piece. A run of several whitespace characters before the letter
+// (where `$` would change the split) never qualifies. O(distance to p): memchr for newlines.
+// Used to split long documents of a batch into pieces that threads encode independently.
+size_t safe_split_point(const uint8_t* s, size_t n, size_t from);
 const char* pattern_name(Pattern p);
 Pattern pattern_from_name(const std::string& name);  // throws hf::ValueError
 
