@@ -79,17 +79,14 @@ attn::Ctx make_ctx(const AttentionShape& s) {
   return c;
 }
 
-// Runs fn over items [0, n) claimed in order from a shared counter by up to num_threads() workers.
-void run_items(ItemFn fn, const attn::Ctx& c, int64_t n) {
+// Runs fn over items [0, n) claimed in order from a shared counter by up to num_threads() workers;
+// each worker makes one call of fn, which claims items until none is left (next_item in
+// attention_impl.inc), on one set of scratch tiles.
+void run_items(ItemFn fn, attn::Ctx c, int64_t n) {
   const int64_t workers = std::min<int64_t>(n, num_threads());
-  std::atomic<int64_t> next{0};
-  parallel_for(0, workers, 1, [&](int64_t, int64_t) {
-    for (;;) {
-      const int64_t i = next.fetch_add(1, std::memory_order_relaxed);
-      if (i >= n) break;
-      fn(c, i, i + 1);
-    }
-  });
+  int64_t next = 0;
+  c.next = &next;
+  parallel_for(0, workers, 1, [&](int64_t, int64_t) { fn(c, 0, n); });
 }
 
 }  // namespace

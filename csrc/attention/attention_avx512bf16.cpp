@@ -103,12 +103,14 @@ static inline void bgemm_block(const uint32_t* A, int64_t ars, int64_t aks, int6
 template <int NV>
 static inline void bgemm_cols(const uint32_t* A, int64_t ars, int64_t aks, int64_t rows, int64_t K, const uint32_t* Bm,
                               int64_t ldb, float* C, int64_t ldc) {
-  constexpr int R = NV >= 8 ? 3 : NV >= 6 ? 4 : 6;
+  constexpr int R = NV >= 4 ? 6 : 8;
   int64_t i = 0;
   for (; i + R <= rows; i += R) bgemm_block<R, NV>(A + i * ars, ars, aks, K, Bm, ldb, C + i * ldc, ldc);
   const uint32_t* a = A + i * ars;
   float* c = C + i * ldc;
-  switch (rows - i) {
+  switch (rows - i) {  // < R <= 8
+    case 7: bgemm_block<7, NV>(a, ars, aks, K, Bm, ldb, c, ldc); break;
+    case 6: bgemm_block<6, NV>(a, ars, aks, K, Bm, ldb, c, ldc); break;
     case 5: bgemm_block<5, NV>(a, ars, aks, K, Bm, ldb, c, ldc); break;
     case 4: bgemm_block<4, NV>(a, ars, aks, K, Bm, ldb, c, ldc); break;
     case 3: bgemm_block<3, NV>(a, ars, aks, K, Bm, ldb, c, ldc); break;
@@ -118,19 +120,13 @@ static inline void bgemm_cols(const uint32_t* A, int64_t ars, int64_t aks, int64
   }
 }
 
-// C (rows x Dq f32, row stride ldc) += A . Bm over K pairs; Dq (a multiple of 32) columns in chunks of <= 128.
+// C (rows x Dq f32, row stride ldc) += A . Bm over K pairs; Dq (a multiple of 32) columns in chunks
+// of 64 (NV = 4, R = 6: see gemm_acc in attention_avx512_kernels.inc for why not 128).
 static inline void bgemm(const uint32_t* A, int64_t ars, int64_t aks, int64_t rows, int64_t K, const uint32_t* Bm,
                          int64_t ldb, int64_t Dq, float* C, int64_t ldc) {
-  for (int64_t c0 = 0; c0 < Dq; c0 += 128) {
-    const int64_t nv = (Dq - c0) / 16 < 8 ? (Dq - c0) / 16 : 8;
-    const uint32_t* b = Bm + c0;
-    float* c = C + c0;
-    switch (nv) {
-      case 8: bgemm_cols<8>(A, ars, aks, rows, K, b, ldb, c, ldc); break;
-      case 6: bgemm_cols<6>(A, ars, aks, rows, K, b, ldb, c, ldc); break;
-      case 4: bgemm_cols<4>(A, ars, aks, rows, K, b, ldb, c, ldc); break;
-      default: bgemm_cols<2>(A, ars, aks, rows, K, b, ldb, c, ldc); break;
-    }
+  for (int64_t c0 = 0; c0 < Dq; c0 += 64) {
+    if (Dq - c0 >= 64) bgemm_cols<4>(A, ars, aks, rows, K, Bm + c0, ldb, C + c0, ldc);
+    else bgemm_cols<2>(A, ars, aks, rows, K, Bm + c0, ldb, C + c0, ldc);
   }
 }
 
@@ -243,7 +239,7 @@ void fwd_items(const Ctx& c, int64_t lo, int64_t hi) {
   float* mrow = reinterpret_cast<float*>(Pb + M * 32);
   float* lrow = mrow + M;
   const int64_t BH = c.B * c.Hkv;
-  for (int64_t it = lo; it < hi; ++it) {
+  for (int64_t it = lo; (it = next_item(c, it, hi)) < hi; ++it) {
     const int64_t qb = c.nqb - 1 - it / BH, b = (it % BH) / c.Hkv, hkv = it % c.Hkv;
     const int64_t t0 = qb * c.Bq, nq = imin(c.Bq, c.T - t0), m = nq * c.G;
     pack_q_bf16(c, c.q, b, hkv, t0, nq, Dq, Qb);
@@ -257,6 +253,7 @@ void fwd_items(const Ctx& c, int64_t lo, int64_t hi) {
       const int64_t nk = imin(kBk, kend - ks), JP = (nk + 1) / 2;
       pack_transposed(c, kv_rows(c, c.k, b, hkv, ks), nk, Dq, Kst, Kp);
       pack_key_pairs(c, kv_rows(c, c.v, b, hkv, ks), nk, Dq, Vp);
+      prefetch_next_keys(c, b, hkv, ks, kend);
       qk_bf16(Qb, Dh, m, Kp, Pd, Sb);
       for (int64_t r = 0; r < m; ++r) {
         float* s = Sb + r * kBk;
@@ -400,7 +397,7 @@ void bwd_kv_items(const Ctx& c, int64_t lo, int64_t hi) {
   if (!buf.p) return;
   BwdTiles w(buf.p, M, Dq);
   const int64_t BH = c.B * c.Hkv;
-  for (int64_t it = lo; it < hi; ++it) {
+  for (int64_t it = lo; (it = next_item(c, it, hi)) < hi; ++it) {
     const int64_t kb = it / BH, b = (it % BH) / c.Hkv, hkv = it % c.Hkv;
     const int64_t ks = kb * kBk, nk = imin(kBk, c.S - ks);
     bwd_pack_keys(c, w, b, hkv, ks, nk, false);
@@ -410,6 +407,7 @@ void bwd_kv_items(const Ctx& c, int64_t lo, int64_t hi) {
     for (int64_t t0 = tfirst; t0 < c.T; t0 += c.Bq) {
       const int64_t nq = imin(c.Bq, c.T - t0);
       bwd_pack_queries(c, w, b, hkv, t0, nq, true);
+      prefetch_next(c, b, hkv, t0, ks, ks);
       bwd_pair(c, w, t0, nq, ks, nk, true, nullptr);
     }
     bwd_store_kv(c, w, b, hkv, ks, nk);
@@ -424,7 +422,7 @@ void bwd_q_items(const Ctx& c, int64_t lo, int64_t hi) {
   BwdTiles w(buf.p, M, Dq);
   float* dQ = buf.p + BwdTiles::words(M, Dq);  // M x Dq
   const int64_t BH = c.B * c.Hkv;
-  for (int64_t it = lo; it < hi; ++it) {
+  for (int64_t it = lo; (it = next_item(c, it, hi)) < hi; ++it) {
     const int64_t qb = c.nqb - 1 - it / BH, b = (it % BH) / c.Hkv, hkv = it % c.Hkv;
     const int64_t t0 = qb * c.Bq, nq = imin(c.Bq, c.T - t0), m = nq * c.G;
     bwd_pack_queries(c, w, b, hkv, t0, nq, false);
@@ -433,6 +431,7 @@ void bwd_q_items(const Ctx& c, int64_t lo, int64_t hi) {
     for (int64_t ks = 0; ks < kend; ks += kBk) {
       const int64_t nk = imin(kBk, kend - ks);
       bwd_pack_keys(c, w, b, hkv, ks, nk, true);
+      prefetch_next_keys(c, b, hkv, ks, kend);
       bwd_pair(c, w, t0, nq, ks, nk, false, dQ);
     }
     bwd_store_q(c, dQ, Dq, b, hkv, t0, m);
@@ -448,7 +447,7 @@ void bwd_single_items(const Ctx& c, int64_t lo, int64_t hi) {
   if (!buf.p || !dQbuf.p) return;
   BwdTiles w(buf.p, M, Dq);
   float* dQ = dQbuf.p;  // (T * G) x Dq, row t * G + g
-  for (int64_t it = lo; it < hi; ++it) {
+  for (int64_t it = lo; (it = next_item(c, it, hi)) < hi; ++it) {
     const int64_t b = it / c.Hkv, hkv = it % c.Hkv;
     __builtin_memset(dQ, 0, size_t(c.T * c.G * Dq) * 4);
     for (int64_t ks = 0; ks < c.S; ks += kBk) {
@@ -460,6 +459,7 @@ void bwd_single_items(const Ctx& c, int64_t lo, int64_t hi) {
       for (int64_t t0 = tfirst; t0 < c.T; t0 += c.Bq) {
         const int64_t nq = imin(c.Bq, c.T - t0);
         bwd_pack_queries(c, w, b, hkv, t0, nq, true);
+        prefetch_next(c, b, hkv, t0, ks, c.S);
         bwd_pair(c, w, t0, nq, ks, nk, true, dQ + t0 * c.G * Dq);
       }
       bwd_store_kv(c, w, b, hkv, ks, nk);

@@ -35,6 +35,7 @@ struct Ctx {
   float* lse = nullptr;          // (B, H, T), natural log
   const float* lse_in = nullptr;
   const float* Dvec = nullptr;   // (B, H, T): rowsum(dout * out)
+  int64_t* next = nullptr;       // shared queue of the next unclaimed item (see next_item), or none
 };
 
 #define HF_ATTN_DECLARE(ns)                                          \
