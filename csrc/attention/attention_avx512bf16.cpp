@@ -293,16 +293,18 @@ struct BwdTiles {
   int64_t Dq = 0, Dh = 0, Pd = 0;
   uint32_t *Qb, *dOb;        // M x Dh: query-block rows of Q and dO (A of S and dP)
   uint32_t *Qi, *dOi;        // (M+1)/2 x Dq: the same rows paired (B of dK and dV)
+  // Key side, kGroup blocks of each (key block g at + g * the tile's size; see bwd_single_items):
   uint32_t *st, *Kp, *Vp;    // 64 x Dh staging; Dh x 64: K and V transposed (B of S and dP)
   uint32_t *Ki;              // 32 x Dq: K key pairs (B of dQ)
   uint32_t *Pi, *dSi;        // (M+1)/2 x 64: P and dS row pairs (A of dV and dK)
   uint32_t *dSb;             // M x 32: dS rows as pairs (A of dQ)
-  float *dK, *dV;            // 64 x Dq accumulators
+  float *dK, *dV;            // 64 x Dq accumulators (kGroup of each)
   float *Sb, *dPb;           // M x 64
   float *lse2, *Di;          // M
   static int64_t words(int64_t M, int64_t Dq) {
     const int64_t MP = (M + 1) / 2, Dh = Dq / 2;
-    const int64_t n = 2 * M * Dh + 2 * MP * Dq + 3 * kBk * Dh + 32 * Dq + 2 * MP * kBk + M * 32 + 2 * kBk * Dq + 2 * M * kBk + 2 * M;
+    const int64_t n = 2 * M * Dh + 2 * MP * Dq + kBk * Dh + kGroup * (2 * kBk * Dh + 32 * Dq + 2 * kBk * Dq) + 2 * MP * kBk +
+                      M * 32 + 2 * M * kBk + 2 * M;
     return (n + 15) / 16 * 16;  // what follows stays 64-byte aligned
   }
   BwdTiles(float* p, int64_t M, int64_t Dq_) : Dq(Dq_), Dh(Dq_ / 2) {
@@ -313,15 +315,15 @@ struct BwdTiles {
     Qi = u; u += MP * Dq;
     dOi = u; u += MP * Dq;
     st = u; u += kBk * Dh;
-    Kp = u; u += kBk * Dh;
-    Vp = u; u += kBk * Dh;
-    Ki = u; u += 32 * Dq;
+    Kp = u; u += kGroup * kBk * Dh;
+    Vp = u; u += kGroup * kBk * Dh;
+    Ki = u; u += kGroup * 32 * Dq;
     Pi = u; u += MP * kBk;
     dSi = u; u += MP * kBk;
     dSb = u; u += M * 32;
     float* f = reinterpret_cast<float*>(u);
-    dK = f; f += kBk * Dq;
-    dV = f; f += kBk * Dq;
+    dK = f; f += kGroup * kBk * Dq;
+    dV = f; f += kGroup * kBk * Dq;
     Sb = f; f += M * kBk;
     dPb = f; f += M * kBk;
     lse2 = f; f += M;
@@ -329,12 +331,13 @@ struct BwdTiles {
   }
 };
 
-// Key block (b, hkv, ks..ks+nk): K and V transposed for S and dP; K key pairs for dQ when want_dq.
-static inline void bwd_pack_keys(const Ctx& c, BwdTiles& w, int64_t b, int64_t hkv, int64_t ks, int64_t nk, bool want_dq) {
+// Key block (b, hkv, ks..ks+nk) into key slot g: K and V transposed for S and dP; K key pairs for dQ
+// when want_dq.
+static inline void bwd_pack_keys(const Ctx& c, BwdTiles& w, int64_t g, int64_t b, int64_t hkv, int64_t ks, int64_t nk, bool want_dq) {
   const uint16_t* kr = kv_rows(c, c.k, b, hkv, ks);
-  pack_transposed(c, kr, nk, w.Dq, w.st, w.Kp);
-  pack_transposed(c, kv_rows(c, c.v, b, hkv, ks), nk, w.Dq, w.st, w.Vp);
-  if (want_dq) pack_key_pairs(c, kr, nk, w.Dq, w.Ki);
+  pack_transposed(c, kr, nk, w.Dq, w.st, w.Kp + g * kBk * w.Dh);
+  pack_transposed(c, kv_rows(c, c.v, b, hkv, ks), nk, w.Dq, w.st, w.Vp + g * kBk * w.Dh);
+  if (want_dq) pack_key_pairs(c, kr, nk, w.Dq, w.Ki + g * 32 * w.Dq);
 }
 
 // Query block (b, hkv, t0..t0+nq): Q and dO rows, their row pairs when want_kv, and lse2, D.
@@ -349,13 +352,14 @@ static inline void bwd_pack_queries(const Ctx& c, BwdTiles& w, int64_t b, int64_
   load_row_stats(c, b, hkv, t0, nq, w.lse2, w.Di);
 }
 
-// One (query block, key block) pair: S, dP, P, dS, then dV += P^T dO and dK += dS^T Q (want_kv:
-// into w.dK / w.dV) and dQ += dS K (dQ: the block's m rows, row stride Dq; nullptr to skip).
-static inline void bwd_pair(const Ctx& c, BwdTiles& w, int64_t t0, int64_t nq, int64_t ks, int64_t nk, bool want_kv, float* dQ) {
+// One (query block, key block in slot g) pair: S, dP, P, dS, then dV += P^T dO and dK += dS^T Q
+// (want_kv: into slot g of w.dK / w.dV) and dQ += dS K (dQ: the block's m rows, row stride Dq;
+// nullptr to skip).
+static inline void bwd_pair(const Ctx& c, BwdTiles& w, int64_t g, int64_t t0, int64_t nq, int64_t ks, int64_t nk, bool want_kv, float* dQ) {
   const int64_t m = nq * c.G, MP = (m + 1) / 2, Dq = w.Dq;
   const int64_t Pd = (c.D + 1) / 2;
-  qk_bf16(w.Qb, w.Dh, m, w.Kp, Pd, w.Sb);
-  qk_bf16(w.dOb, w.Dh, m, w.Vp, Pd, w.dPb);
+  qk_bf16(w.Qb, w.Dh, m, w.Kp + g * kBk * w.Dh, Pd, w.Sb);
+  qk_bf16(w.dOb, w.Dh, m, w.Vp + g * kBk * w.Dh, Pd, w.dPb);
   probs_and_dscores(c, t0, ks, nk, m, w.lse2, w.Di, w.Sb, w.dPb);
   if (want_kv) {
     for (int64_t i = 0; i < MP; ++i) {
@@ -363,17 +367,18 @@ static inline void bwd_pair(const Ctx& c, BwdTiles& w, int64_t t0, int64_t nq, i
       pair_f32_rows(w.Sb + 2 * i * kBk, odd ? w.Sb + (2 * i + 1) * kBk : nullptr, w.Pi + i * kBk);
       pair_f32_rows(w.dPb + 2 * i * kBk, odd ? w.dPb + (2 * i + 1) * kBk : nullptr, w.dSi + i * kBk);
     }
-    bgemm(w.Pi, 1, kBk, nk, MP, w.dOi, Dq, Dq, w.dV, Dq);   // dV += P^T dO
-    bgemm(w.dSi, 1, kBk, nk, MP, w.Qi, Dq, Dq, w.dK, Dq);   // dK += dS^T Q
+    bgemm(w.Pi, 1, kBk, nk, MP, w.dOi, Dq, Dq, w.dV + g * kBk * Dq, Dq);   // dV += P^T dO
+    bgemm(w.dSi, 1, kBk, nk, MP, w.Qi, Dq, Dq, w.dK + g * kBk * Dq, Dq);   // dK += dS^T Q
   }
   if (dQ) {
     for (int64_t r = 0; r < m; ++r) row_f32_to_pairs(w.dPb + r * kBk, w.dSb + r * 32);
-    bgemm(w.dSb, 32, 1, m, (nk + 1) / 2, w.Ki, Dq, Dq, dQ, Dq);  // dQ += dS K
+    bgemm(w.dSb, 32, 1, m, (nk + 1) / 2, w.Ki + g * 32 * Dq, Dq, Dq, dQ, Dq);  // dQ += dS K
   }
 }
 
-static inline void bwd_store_kv(const Ctx& c, const BwdTiles& w, int64_t b, int64_t hkv, int64_t ks, int64_t nk) {
-  for (int64_t j = 0; j < nk; ++j) {
+// dK, dV rows ks..ks+n (n <= kGroup * 64: slots 0, 1, .. are consecutive rows) -> dk, dv.
+static inline void bwd_store_kv(const Ctx& c, const BwdTiles& w, int64_t b, int64_t hkv, int64_t ks, int64_t n) {
+  for (int64_t j = 0; j < n; ++j) {
     const int64_t off = ((b * c.S + ks + j) * c.Hkv + hkv) * c.D;
     store_row(c.dk, off, true, c.D, w.dK + j * w.Dq, c.scale);
     store_row(c.dv, off, true, c.D, w.dV + j * w.Dq, 1.f);
@@ -400,7 +405,7 @@ void bwd_kv_items(const Ctx& c, int64_t lo, int64_t hi) {
   for (int64_t it = lo; (it = next_item(c, it, hi)) < hi; ++it) {
     const int64_t kb = it / BH, b = (it % BH) / c.Hkv, hkv = it % c.Hkv;
     const int64_t ks = kb * kBk, nk = imin(kBk, c.S - ks);
-    bwd_pack_keys(c, w, b, hkv, ks, nk, false);
+    bwd_pack_keys(c, w, 0, b, hkv, ks, nk, false);
     __builtin_memset(w.dK, 0, size_t(kBk * Dq) * 4);
     __builtin_memset(w.dV, 0, size_t(kBk * Dq) * 4);
     const int64_t tfirst = c.causal ? imax(0, ks - (c.S - c.T)) : 0;
@@ -408,7 +413,7 @@ void bwd_kv_items(const Ctx& c, int64_t lo, int64_t hi) {
       const int64_t nq = imin(c.Bq, c.T - t0);
       bwd_pack_queries(c, w, b, hkv, t0, nq, true);
       prefetch_next(c, b, hkv, t0, ks, ks);
-      bwd_pair(c, w, t0, nq, ks, nk, true, nullptr);
+      bwd_pair(c, w, 0, t0, nq, ks, nk, true, nullptr);
     }
     bwd_store_kv(c, w, b, hkv, ks, nk);
   }
@@ -430,15 +435,16 @@ void bwd_q_items(const Ctx& c, int64_t lo, int64_t hi) {
     const int64_t kend = key_end(c, t0 + nq - 1);
     for (int64_t ks = 0; ks < kend; ks += kBk) {
       const int64_t nk = imin(kBk, kend - ks);
-      bwd_pack_keys(c, w, b, hkv, ks, nk, true);
+      bwd_pack_keys(c, w, 0, b, hkv, ks, nk, true);
       prefetch_next_keys(c, b, hkv, ks, kend);
-      bwd_pair(c, w, t0, nq, ks, nk, false, dQ);
+      bwd_pair(c, w, 0, t0, nq, ks, nk, false, dQ);
     }
     bwd_store_q(c, dQ, Dq, b, hkv, t0, m);
   }
 }
 
-// One pass per (b, kv head), dQ of all T x G rows in f32 scratch (see attention_impl.inc).
+// One pass per (b, kv head), dQ of all T x G rows in f32 scratch, kGroup key blocks per pass over
+// the query blocks (see attention_impl.inc).
 void bwd_single_items(const Ctx& c, int64_t lo, int64_t hi) {
   if (!c.bf16) return bwd_single_items_f32(c, lo, hi);
   const int64_t M = c.Bq * c.G, Dq = (c.D + 31) / 32 * 32;
@@ -450,19 +456,26 @@ void bwd_single_items(const Ctx& c, int64_t lo, int64_t hi) {
   for (int64_t it = lo; (it = next_item(c, it, hi)) < hi; ++it) {
     const int64_t b = it / c.Hkv, hkv = it % c.Hkv;
     __builtin_memset(dQ, 0, size_t(c.T * c.G * Dq) * 4);
-    for (int64_t ks = 0; ks < c.S; ks += kBk) {
-      const int64_t nk = imin(kBk, c.S - ks);
-      bwd_pack_keys(c, w, b, hkv, ks, nk, true);
-      __builtin_memset(w.dK, 0, size_t(kBk * Dq) * 4);
-      __builtin_memset(w.dV, 0, size_t(kBk * Dq) * 4);
-      const int64_t tfirst = c.causal ? imax(0, ks - (c.S - c.T)) : 0;
+    for (int64_t ks0 = 0; ks0 < c.S; ks0 += kGroup * kBk) {
+      const int64_t ng = imin(kGroup, (c.S - ks0 + kBk - 1) / kBk), kend = imin(c.S, ks0 + ng * kBk);
+      for (int64_t g = 0; g < ng; ++g) {
+        const int64_t ks = ks0 + g * kBk;
+        bwd_pack_keys(c, w, g, b, hkv, ks, imin(kBk, c.S - ks), true);
+      }
+      __builtin_memset(w.dK, 0, size_t(ng * kBk * Dq) * 4);
+      __builtin_memset(w.dV, 0, size_t(ng * kBk * Dq) * 4);
+      const int64_t tfirst = c.causal ? imax(0, ks0 - (c.S - c.T)) : 0;
       for (int64_t t0 = tfirst; t0 < c.T; t0 += c.Bq) {
         const int64_t nq = imin(c.Bq, c.T - t0);
         bwd_pack_queries(c, w, b, hkv, t0, nq, true);
-        prefetch_next(c, b, hkv, t0, ks, c.S);
-        bwd_pair(c, w, t0, nq, ks, nk, true, dQ + t0 * c.G * Dq);
+        prefetch_next(c, b, hkv, t0, kend - kBk, c.S);
+        for (int64_t g = 0; g < ng; ++g) {
+          const int64_t ks = ks0 + g * kBk;
+          if (key_end(c, t0 + nq - 1) <= ks) break;  // causal: no query of the block sees these keys
+          bwd_pair(c, w, g, t0, nq, ks, imin(kBk, c.S - ks), true, dQ + t0 * c.G * Dq);
+        }
       }
-      bwd_store_kv(c, w, b, hkv, ks, nk);
+      bwd_store_kv(c, w, b, hkv, ks0, kend - ks0);
     }
     bwd_store_q(c, dQ, Dq, b, hkv, 0, c.T * c.G);
   }
