@@ -227,7 +227,7 @@ void fwd_items(const Ctx& c, int64_t lo, int64_t hi) {
   const int64_t M = c.Bq * c.G, Dq = (c.D + 31) / 32 * 32, Dh = Dq / 2;  // Dh: pairs per row
   const int64_t Pd = (c.D + 1) / 2;                                        // pairs that hold data
   // floats / u32 words: Qb M*Dh, O M*Dq, Kst 64*Dh, Kp Dh*64, Vp 32*Dq, S M*64, Pb M*32, m, l
-  Scratch buf(M * Dh + M * Dq + kBk * Dh * 2 + 32 * Dq + M * kBk + M * 32 + 2 * M);
+  Scratch buf(M * Dh + M * Dq + kBk * Dh * 2 + 32 * Dq + M * kBk + M * 32 + 17 * M);
   if (!buf.p) return;
   uint32_t* Qb = reinterpret_cast<uint32_t*>(buf.p);
   float* O = buf.p + M * Dh;
@@ -236,8 +236,8 @@ void fwd_items(const Ctx& c, int64_t lo, int64_t hi) {
   uint32_t* Vp = Kp + kBk * Dh;
   float* Sb = reinterpret_cast<float*>(Vp + 32 * Dq);
   uint32_t* Pb = reinterpret_cast<uint32_t*>(Sb + M * kBk);
-  float* mrow = reinterpret_cast<float*>(Pb + M * 32);
-  float* lrow = mrow + M;
+  float* L16 = reinterpret_cast<float*>(Pb + M * 32);  // M x 16 running sums, by lanes
+  float* mrow = L16 + 16 * M;
   const int64_t BH = c.B * c.Hkv;
   for (int64_t it = lo; (it = next_item(c, it, hi)) < hi; ++it) {
     const int64_t qb = c.nqb - 1 - it / BH, b = (it % BH) / c.Hkv, hkv = it % c.Hkv;
@@ -245,8 +245,8 @@ void fwd_items(const Ctx& c, int64_t lo, int64_t hi) {
     pack_q_bf16(c, c.q, b, hkv, t0, nq, Dq, Qb);
     for (int64_t r = 0; r < m; ++r) {
       mrow[r] = kNegInf;
-      lrow[r] = 0.f;
     }
+    __builtin_memset(L16, 0, size_t(m * 16) * 4);
     __builtin_memset(O, 0, size_t(m * Dq) * 4);
     const int64_t kend = key_end(c, t0 + nq - 1);
     for (int64_t ks = 0; ks < kend; ks += kBk) {
@@ -261,15 +261,14 @@ void fwd_items(const Ctx& c, int64_t lo, int64_t hi) {
         if (n > 0) {
           const float mx = row_max(s, n) * c.c2;
           const float mnew = mx > mrow[r] ? mx : mrow[r];
-          const float sum = row_exp2(s, n, c.c2, mnew, s);
-          if (mnew != mrow[r] && lrow[r] != 0.f) {
-            const float alpha = __builtin_exp2f(mrow[r] - mnew);
+          float alpha = 1.f;
+          if (mnew != mrow[r] && mrow[r] != kNegInf) {
+            alpha = __builtin_exp2f(mrow[r] - mnew);
             float* o = O + r * Dq;
             for (int64_t d = 0; d < Dq; ++d) o[d] *= alpha;
-            lrow[r] *= alpha;
           }
+          row_exp2_lanes(s, n, c.c2, mnew, s, alpha, L16 + r * 16);
           mrow[r] = mnew;
-          lrow[r] += sum;
         } else {
           for (int64_t j = 0; j < kBk; ++j) s[j] = 0.f;
         }
@@ -279,9 +278,10 @@ void fwd_items(const Ctx& c, int64_t lo, int64_t hi) {
     }
     for (int64_t r = 0; r < m; ++r) {
       const int64_t t = t0 + r / c.G, h = hkv * c.G + r % c.G;
-      const bool any = lrow[r] > 0.f;
-      store_row(c.out, ((b * c.T + t) * c.H + h) * c.D, true, c.D, O + r * Dq, any ? 1.f / lrow[r] : 0.f);
-      c.lse[(b * c.H + h) * c.T + t] = any ? (mrow[r] + __builtin_log2f(lrow[r])) * kLn2 : kNegInf;
+      const float l = lanes_sum(L16 + r * 16);
+      const bool any = l > 0.f;
+      store_row(c.out, ((b * c.T + t) * c.H + h) * c.D, true, c.D, O + r * Dq, any ? 1.f / l : 0.f);
+      c.lse[(b * c.H + h) * c.T + t] = any ? (mrow[r] + __builtin_log2f(l)) * kLn2 : kNegInf;
     }
   }
 }
