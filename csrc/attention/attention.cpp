@@ -8,17 +8,18 @@
  *
  * Backward recomputes P from lse (FlashAttention-2) with D = rowsum(dO*O), in one of two schedules:
  *   one pass (when the B * Hkv items balance the threads, e.g. B*Hkv = 8 on 2 or 8 threads): item
- *     (b, kv head) loops key blocks, then the query blocks that see them, accumulating dK/dV per
- *     key block and dQ for all T x G rows in f32 scratch -- 5 tile products per block pair;
+ *     (b, kv head) loops over pairs of key blocks, then the query blocks that see them, accumulating
+ *     dK/dV per key block and dQ for all T x G rows in f32 scratch -- 5 tile products per block pair;
  *   two passes (otherwise, e.g. B * Hkv = 1, or 3 items on 2 threads): 1. dK, dV over items
  *     (b, kv head, 64-key block); 2. dQ over items (b, kv head, query block), recomputing
  *     Q.K^T and dO.V^T -- 7 products per block pair, but B * Hkv * T/64 items, which balance
  *     any thread count.
  * Either way each output is written by exactly one item: no atomics, no per-thread partial copies
  * of dQ, and results do not depend on the thread count within a schedule.
- * Extra memory: the (B, H, T) vector D; per running item one tile set (O((M + 64) * D) floats,
- * M ~ 128 query rows) plus, in the one-pass schedule, the item's f32 dQ (T * G * D floats).
- * Never T x S.
+ * Extra memory: the (B, H, T) vector D; per running item one tile set (O((M + 128) * D + M * 64)
+ * floats, M = 128 or 256 query rows) plus, in the one-pass schedule, the item's f32 dQ (T * G * D'
+ * floats, D' = D padded to 16 or, for bf16, 32): the bound is spelt out in attention.h. Never T x S.
+ * Tile sets are allocated once per worker per call, not per item (next_item in attention_impl.inc).
  */
 #include "attention/attention.h"
 
@@ -59,12 +60,10 @@ void check_shape(const AttentionShape& s) {
 }
 
 // Query rows (positions x heads) per tile: rows are the M of every tile product, and each key block
-// is packed once per query block. The forward's f32 tiles take 256 rows at D > 64 (K^T and V of
-// a key block, 32 KiB each at D = 128, are then packed once per 256 rows; measured +4% at D = 128);
-// elsewhere 128 (the backward's tiles are five times as many, and bf16 measured no gain).
-int64_t tile_rows(const AttentionShape& s, bool forward) {
-  return forward && s.dtype == DType::f32 && s.D > 64 ? 256 : 128;
-}
+// is packed once per query block. The f32 forward takes 256 rows (K^T and V of a key block, 16-32
+// KiB at D = 64-128, packed and streamed from L3 once per 256 rows: measured +4-5% at T = 4096);
+// elsewhere 128 (the backward's tiles are five times as many, and the bf16 forward measured no gain).
+int64_t tile_rows(const AttentionShape& s, bool forward) { return forward && s.dtype == DType::f32 ? 256 : 128; }
 
 attn::Ctx make_ctx(const AttentionShape& s, int64_t kRows) {
   attn::Ctx c;

@@ -255,9 +255,10 @@ void fwd_items(const Ctx& c, int64_t lo, int64_t hi) {
       pack_key_pairs(c, kv_rows(c, c.v, b, hkv, ks), nk, Dq, Vp);
       prefetch_next_keys(c, b, hkv, ks, kend);
       qk_bf16(Qb, Dh, m, Kp, Pd, Sb);
+      const bool all = visible(c, t0, ks, nk) == nk;
       for (int64_t r = 0; r < m; ++r) {
         float* s = Sb + r * kBk;
-        const int64_t n = visible(c, t0 + r / c.G, ks, nk);
+        const int64_t n = row_visible(c, all, t0, r, ks, nk);
         if (n > 0) {
           const float mx = row_max(s, n) * c.c2;
           const float mnew = mx > mrow[r] ? mx : mrow[r];
