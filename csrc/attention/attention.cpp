@@ -74,7 +74,7 @@ attn::Ctx make_ctx(const AttentionShape& s, int64_t kRows) {
   c.bf16 = s.dtype == DType::bf16;
   c.scale = s.scale != 0.f ? s.scale : float(1.0 / std::sqrt(double(s.D)));
   c.c2 = float(double(c.scale) * 1.4426950408889634);
-  // M = Bq * G rows of about 64 per tile; smaller blocks when there would be too few items to
+  // M = Bq * G rows of about kRows per tile; smaller blocks when there would be too few items to
   // keep every thread busy (short sequences, B * Hkv small).
   int64_t bq = c.G >= kRows ? 1 : kRows / c.G;
   const int64_t want = 4 * int64_t(num_threads());

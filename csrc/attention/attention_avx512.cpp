@@ -4,6 +4,9 @@
  *   qk:        S (M x 64) = A (M x K) . Bt (K x 64)      scores Q.K^T and dP = dO.V^T
  *   gemm_acc:  C (rows x Dp) += A (rows x K) . B (K x Dp, row stride ldb)  P.V, dV += P^T.dO, dK += dS^T.Q, dQ += dS.K
  *   row_exp2:  p = 2^(s*c - m) by a degree-7 polynomial after range reduction, vscalefps for 2^n
+ *   qk_softmax: the forward's qk and online softmax in one kernel: S stays in registers, each row's
+ *              max, P = 2^(S*c - max) and lane-wise sums come out of the 6 x 64 block, and the
+ *              rescale of the running output is left to gemm_acc's row scales (C = C*alpha + P.V)
  *
  * Both products are register blocked: qk keeps a 6 x 64 block of S in 24 zmm accumulators and
  * per k loads 4 vectors of Bt and broadcasts 6 elements of A (24 FMAs per 4 loads + 6

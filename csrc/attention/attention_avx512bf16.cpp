@@ -13,10 +13,12 @@
  *             dQ (M x D)  += dS . K       A: dS rows -> bf16 (pairs of j)               B: K, key pairs (32 x D)
  *
  * The softmax, P = 2^(S - lse), dS = P (dP - D) and all accumulators stay in f32; P and dS are
- * rounded to bf16 once per tile for the products, as FlashAttention's bf16 kernels (and torch's)
- * do. Products of bf16 are exact in f32, so the rounding is only in the f32 sums. Transposed pairs
- * (Kp) come from 16 x 16 transposes of 32-bit pairs; interleaved pairs from vpermt2w /
- * vpermw. D is padded to Dq = a multiple of 32 with zeros.
+ * rounded to bf16 once per tile for the products, as FlashAttention's bf16 kernels do (the
+ * tests hold every error within 2x torch's own bf16 error). Products of bf16 are exact in f32, so
+ * the rounding is only in the f32 sums. Transposed pairs (Kp) come from 16 x 16 transposes of
+ * 32-bit pairs; interleaved pairs from vpermt2w / vpermw. The head dim is padded to Dq = a
+ * multiple of 32 with zeros. Work items, loop orders and prefetches are attention_impl.inc's
+ * (the one-pass backward takes kGroup = 2 key blocks per pass over the query blocks).
  * D = rowsum(dO * O) is formed with the same vdpbf16ps sequence as one lane of dP = dO . V^T, so
  * dP - D cancels exactly where P is one-hot (see dvec_items in attention_impl.inc).
  * float32 inputs use the AVX-512 f32 tile driver (attention_impl.inc), compiled here as *_f32.
