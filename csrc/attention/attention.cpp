@@ -8,17 +8,18 @@
  *
  * Backward recomputes P from lse (FlashAttention-2) with D = rowsum(dO*O), in one of two schedules:
  *   one pass (when the B * Hkv items balance the threads, e.g. B*Hkv = 8 on 2 or 8 threads): item
- *     (b, kv head) loops key blocks, then the query blocks that see them, accumulating dK/dV per
- *     key block and dQ for all T x G rows in f32 scratch -- 5 tile products per block pair;
+ *     (b, kv head) loops over pairs of key blocks, then the query blocks that see them, accumulating
+ *     dK/dV per key block and dQ for all T x G rows in f32 scratch -- 5 tile products per block pair;
  *   two passes (otherwise, e.g. B * Hkv = 1, or 3 items on 2 threads): 1. dK, dV over items
  *     (b, kv head, 64-key block); 2. dQ over items (b, kv head, query block), recomputing
  *     Q.K^T and dO.V^T -- 7 products per block pair, but B * Hkv * T/64 items, which balance
  *     any thread count.
  * Either way each output is written by exactly one item: no atomics, no per-thread partial copies
  * of dQ, and results do not depend on the thread count within a schedule.
- * Extra memory: the (B, H, T) vector D; per running item one tile set (O((M + 64) * D) floats,
- * M ~ 128 query rows) plus, in the one-pass schedule, the item's f32 dQ (T * G * D floats).
- * Never T x S.
+ * Extra memory: the (B, H, T) vector D; per running item one tile set (O((M + 128) * D + M * 64)
+ * floats, M = 128 or 256 query rows) plus, in the one-pass schedule, the item's f32 dQ (T * G * D'
+ * floats, D' = D padded to 16 or, for bf16, 32): the bound is spelt out in attention.h. Never T x S.
+ * Tile sets are allocated once per worker per call, not per item (next_item in attention_impl.inc).
  */
 #include "attention/attention.h"
 
@@ -58,8 +59,13 @@ void check_shape(const AttentionShape& s) {
   HF_CHECK(std::isfinite(s.scale), ValueError, "attention: scale must be finite, got " << s.scale);
 }
 
-constexpr int64_t kRows = 128;  // query rows (positions x heads) per tile
-attn::Ctx make_ctx(const AttentionShape& s) {
+// Query rows (positions x heads) per tile: rows are the M of every tile product, and each key block
+// is packed once per query block. The f32 forward takes 256 rows (K^T and V of a key block, 16-32
+// KiB at D = 64-128, packed and streamed from L3 once per 256 rows: measured +4-5% at T = 4096);
+// elsewhere 128 (the backward's tiles are five times as many, and the bf16 forward measured no gain).
+int64_t tile_rows(const AttentionShape& s, bool forward) { return forward && s.dtype == DType::f32 ? 256 : 128; }
+
+attn::Ctx make_ctx(const AttentionShape& s, int64_t kRows) {
   attn::Ctx c;
   c.B = s.B; c.T = s.T; c.S = s.S; c.H = s.H; c.Hkv = s.Hkv; c.D = s.D;
   c.G = s.H / s.Hkv;
@@ -68,7 +74,7 @@ attn::Ctx make_ctx(const AttentionShape& s) {
   c.bf16 = s.dtype == DType::bf16;
   c.scale = s.scale != 0.f ? s.scale : float(1.0 / std::sqrt(double(s.D)));
   c.c2 = float(double(c.scale) * 1.4426950408889634);
-  // M = Bq * G rows of about 64 per tile; smaller blocks when there would be too few items to
+  // M = Bq * G rows of about kRows per tile; smaller blocks when there would be too few items to
   // keep every thread busy (short sequences, B * Hkv small).
   int64_t bq = c.G >= kRows ? 1 : kRows / c.G;
   const int64_t want = 4 * int64_t(num_threads());
@@ -79,24 +85,21 @@ attn::Ctx make_ctx(const AttentionShape& s) {
   return c;
 }
 
-// Runs fn over items [0, n) claimed in order from a shared counter by up to num_threads() workers.
-void run_items(ItemFn fn, const attn::Ctx& c, int64_t n) {
+// Runs fn over items [0, n) claimed in order from a shared counter by up to num_threads() workers;
+// each worker makes one call of fn, which claims items until none is left (next_item in
+// attention_impl.inc), on one set of scratch tiles.
+void run_items(ItemFn fn, attn::Ctx c, int64_t n) {
   const int64_t workers = std::min<int64_t>(n, num_threads());
-  std::atomic<int64_t> next{0};
-  parallel_for(0, workers, 1, [&](int64_t, int64_t) {
-    for (;;) {
-      const int64_t i = next.fetch_add(1, std::memory_order_relaxed);
-      if (i >= n) break;
-      fn(c, i, i + 1);
-    }
-  });
+  int64_t next = 0;
+  c.next = &next;
+  parallel_for(0, workers, 1, [&](int64_t, int64_t) { fn(c, 0, n); });
 }
 
 }  // namespace
 
 void attention_forward(const AttentionShape& shape, const void* q, const void* k, const void* v, void* out, float* lse) {
   check_shape(shape);
-  attn::Ctx c = make_ctx(shape);
+  attn::Ctx c = make_ctx(shape, tile_rows(shape, true));
   c.q = q; c.k = k; c.v = v; c.out = out; c.lse = lse;
   run_items(pick(c.bf16).fwd, c, c.B * c.Hkv * c.nqb);
 }
@@ -104,7 +107,7 @@ void attention_forward(const AttentionShape& shape, const void* q, const void* k
 void attention_backward(const AttentionShape& shape, const void* dout, const void* q, const void* k, const void* v,
                         const void* out, const float* lse, void* dq, void* dk, void* dv) {
   check_shape(shape);
-  attn::Ctx c = make_ctx(shape);
+  attn::Ctx c = make_ctx(shape, tile_rows(shape, false));
   c.q = q; c.k = k; c.v = v; c.out_in = out; c.dout = dout; c.lse_in = lse;
   c.dq = dq; c.dk = dk; c.dv = dv;
   const Kernels kern = pick(c.bf16);

@@ -12,7 +12,12 @@
  * Causal with S != T aligns the last query with the last key: query i sees keys j <= i + (S - T)
  * (torch's is_causal for T == S). A query row that sees no key (only when T > S) gives out = 0,
  * lse = -inf, and zero gradients.
- * Extra memory is O(threads * block * (block + D)), never T x S.
+ * Extra memory, never T x S: the backward's (B, H, T) f32 vector D = rowsum(dout * out); per running
+ * work item (at most one per thread) its tiles, O((M + 64 * 2) * D + M * 64) floats with M <= 256
+ * query rows; and, when the backward runs its one-pass schedule (attention.cpp), each running item's
+ * f32 dQ of all its query rows: T * G * D' floats (G = H / Hkv, D' = D rounded up to 16 for f32, to
+ * 32 for bf16). In all: 4 * (B*H*T + threads * (T*G*D' + tiles)) bytes, e.g. 2 threads at T = 4096,
+ * H = 8, Hkv = 2, D = 128 hold 16 MiB of dQ scratch (a thread's share of dq itself, in f32).
  */
 #pragma once
 #include <cstdint>

@@ -9,6 +9,9 @@
  * Work items (each independent, each writes disjoint outputs, so results do not depend on threads):
  *   forward / dQ pass:   (b, kv head, query block of Bq positions x the G = H/Hkv query heads)
  *   dK/dV pass:          (b, kv head, key block of 64 keys), looping over every query that sees it
+ *   one-pass backward:   (b, kv head), all of its key and query blocks
+ * Each worker calls an item function once; the function claims items from the shared counter
+ * Ctx::next until none is left (next_item), so its scratch tiles are allocated once per worker.
  * Items are numbered heaviest first (causal: late query blocks, early key blocks), so the dynamic
  * scheduler hands out the long items first and the short ones fill the gaps: no core idles at
  * the end of the causal triangle.
@@ -35,6 +38,7 @@ struct Ctx {
   float* lse = nullptr;          // (B, H, T), natural log
   const float* lse_in = nullptr;
   const float* Dvec = nullptr;   // (B, H, T): rowsum(dout * out)
+  int64_t* next = nullptr;       // shared queue of the next unclaimed item (see next_item), or none
 };
 
 #define HF_ATTN_DECLARE(ns)                                          \
