@@ -217,6 +217,9 @@ def main() -> None:
     p.add_argument("--worker-out", help=argparse_hidden())
     p.add_argument("--train-mb", type=float, default=None, help="training corpus size (default 100, --quick 4)")
     p.add_argument("--skip-train", action="store_true")
+    p.add_argument("--batch-copies", type=int, default=1,
+                   help="the batch-scaling corpus is the encode corpus repeated this many times (default 1)")
+    p.add_argument("--batch-threads", default=None, help="comma-separated thread counts (default: 1..all cores)")
     a = p.parse_args()
     if a.train_worker:
         train_worker(a.train_worker, a.corpus, a.vocab, a.threads_worker, a.worker_out)
@@ -266,11 +269,14 @@ def main() -> None:
 
     # ---- batch scaling
     print("== batch encode (MB/s) by threads: ours encode_batch_flat vs tiktoken encode_batch")
-    docs = corpora["code"] + corpora["prose"]
+    docs = (corpora["code"] + corpora["prose"]) * a.batch_copies
     nbytes = sum(len(d.encode()) for d in docs)
+    print(f"batch corpus: {len(docs)} documents, {nbytes / 1e6:.1f} MB")
     ref_ids, _ = tok.encode_batch_flat(docs, num_threads=1)
     scale_rows = []
-    for n in range(1, len(os.sched_getaffinity(0)) + 1):
+    counts = ([int(x) for x in a.batch_threads.split(",")] if a.batch_threads
+              else range(1, len(os.sched_getaffinity(0)) + 1))
+    for n in counts:
         homeforge.set_num_threads(n)
         ids, _ = tok.encode_batch_flat(docs)
         if not np.array_equal(ids, ref_ids):
