@@ -117,6 +117,23 @@ py::list to_list(const std::vector<uint32_t>& v) {
 
 std::vector<uint8_t> mask_of(const std::vector<bool>& m) { return std::vector<uint8_t>(m.begin(), m.end()); }
 
+// Encodes one text into this thread's scratch buffer with the GIL released: with `mask` the
+// special tokens it allows are encoded as their ids (tiktoken's encode), without it none are
+// (encode_ordinary). The ids stay valid until the thread's next scratch() call.
+struct ScratchIds {
+  const uint32_t* ids;
+  size_t n;
+};
+ScratchIds encode_to_scratch(const Bpe& b, const py::handle& text, const std::vector<uint8_t>* mask) {
+  py::object keep;
+  const auto v = utf8_of(text, "text", &keep);
+  uint32_t* out = scratch(v.size() + hf::tok::kEncodeSlack);
+  const auto* s = (const uint8_t*)v.data();
+  py::gil_scoped_release release;
+  const size_t n = mask ? b.encode_into(s, v.size(), *mask, out) : b.encode_ordinary_into(s, v.size(), out);
+  return {out, n};
+}
+
 // ids: a sequence of int or an integer numpy array -> uint32, range-checked.
 std::vector<uint32_t> ids_of(const py::handle& obj, uint32_t n_vocab) {
   std::vector<uint32_t> out;
@@ -356,40 +373,19 @@ Registration reg("tokenizer", 30, [](py::module_& m) {
         return out;
       })
       .def("encode_ordinary", [](const BpePy& b, const py::handle& text) {
-        py::object keep;
-        auto v = utf8_of(text, "text", &keep);
-        uint32_t* out = scratch(v.size() + hf::tok::kEncodeSlack);
-        size_t m;
-        {
-          py::gil_scoped_release release;
-          m = b.encode_ordinary_into((const uint8_t*)v.data(), v.size(), out);
-        }
-        return to_list(b, out, m);
+        const auto e = encode_to_scratch(b, text, nullptr);
+        return to_list(b, e.ids, e.n);
       })
       .def("encode", [](const BpePy& b, const py::handle& text, const std::vector<bool>& allowed) {
-        py::object keep;
-        auto v = utf8_of(text, "text", &keep);
-        auto mask = mask_of(allowed);
-        uint32_t* out = scratch(v.size() + hf::tok::kEncodeSlack);
-        size_t m;
-        {
-          py::gil_scoped_release release;
-          m = b.encode_into((const uint8_t*)v.data(), v.size(), mask, out);
-        }
-        return to_list(b, out, m);
+        const auto mask = mask_of(allowed);
+        const auto e = encode_to_scratch(b, text, &mask);
+        return to_list(b, e.ids, e.n);
       })
       .def("encode_numpy", [](const Bpe& b, const py::handle& text, const std::vector<bool>& allowed) {
-        py::object keep;
-        auto v = utf8_of(text, "text", &keep);
-        auto mask = mask_of(allowed);
-        uint32_t* out = scratch(v.size() + hf::tok::kEncodeSlack);
-        size_t m;
-        {
-          py::gil_scoped_release release;
-          m = b.encode_into((const uint8_t*)v.data(), v.size(), mask, out);
-        }
-        py::array_t<uint32_t> a((py::ssize_t)m);
-        if (m) std::memcpy(a.mutable_data(), out, m * 4);
+        const auto mask = mask_of(allowed);
+        const auto e = encode_to_scratch(b, text, &mask);
+        py::array_t<uint32_t> a((py::ssize_t)e.n);
+        if (e.n) std::memcpy(a.mutable_data(), e.ids, e.n * 4);
         return a;
       })
       .def("count", [](const Bpe& b, const py::handle& text, const std::vector<bool>& allowed) {
