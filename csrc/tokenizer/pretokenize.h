@@ -186,6 +186,31 @@ inline size_t o200k_upper_plus(const uint8_t* s, size_t n, size_t p) {
   return run_set(s, n, a, kLowerish);
 }
 
+// \p{N} after the first digit (which ends at j), up to two more: `\p{N}{1,3}` (cl100k, o200k).
+inline size_t digits_1_3(const uint8_t* s, size_t n, size_t j) {
+  for (int k = 0; k < 2 && j < n; ++k) {
+    int l;
+    if (class_at(s, j, n, &l) != NUM) break;
+    j += (size_t)l;
+  }
+  return j;
+}
+
+// ` ?[^\s\p{L}\p{N}]+` then trailing newlines (cl100k: `[\r\n]*`; o200k, slash = true:
+// `[\r\n/]*`), at i whose first class is c0; SIZE_MAX if no such run starts there.
+inline size_t space_other_run(const uint8_t* s, size_t n, size_t i, uint8_t c0, bool slash) {
+  size_t j = SIZE_MAX;
+  if (in(kOther, c0)) j = i;
+  else if (s[i] == ' ' && i + 1 < n) {
+    int l1;
+    if (in(kOther, class_at(s, i + 1, n, &l1))) j = i + 1;
+  }
+  if (j == SIZE_MAX) return SIZE_MAX;
+  size_t e = run_set(s, n, j, kOther);
+  while (e < n && (is_nl(s[e]) || (slash && s[e] == '/'))) ++e;
+  return e;
+}
+
 }  // namespace detail
 
 __attribute__((always_inline)) inline size_t next_piece_gpt2(const uint8_t* s, size_t n, size_t i) {
@@ -233,27 +258,10 @@ __attribute__((always_inline)) inline size_t next_piece_cl100k(const uint8_t* s,
     if (in(kLetter, class_at(s, i + (size_t)l0, n, &l1))) return run_set(s, n, i + (size_t)l0 + (size_t)l1, kLetter);
   }
   // \p{N}{1,3}+
-  if (c0 == NUM) {
-    size_t j = i + (size_t)l0;
-    for (int k = 0; k < 2 && j < n; ++k) {
-      int l;
-      if (class_at(s, j, n, &l) != NUM) break;
-      j += (size_t)l;
-    }
-    return j;
-  }
+  if (c0 == NUM) return digits_1_3(s, n, i + (size_t)l0);
   //  ?[^\s\p{L}\p{N}]++[\r\n]*+
-  size_t j = SIZE_MAX;
-  if (in(kOther, c0)) j = i;
-  else if (b == ' ' && i + 1 < n) {
-    int l1;
-    if (in(kOther, class_at(s, i + 1, n, &l1))) j = i + 1;
-  }
-  if (j != SIZE_MAX) {
-    size_t e = run_set(s, n, j, kOther);
-    while (e < n && is_nl(s[e])) ++e;
-    return e;
-  }
+  const size_t e = space_other_run(s, n, i, c0, false);
+  if (e != SIZE_MAX) return e;
   return whitespace(s, n, i, true, true);
 }
 
@@ -280,27 +288,10 @@ __attribute__((always_inline)) inline size_t next_piece_o200k(const uint8_t* s, 
     }
   }
   // \p{N}{1,3}
-  if (c0 == NUM) {
-    size_t j = i + (size_t)l0;
-    for (int k = 0; k < 2 && j < n; ++k) {
-      int l;
-      if (class_at(s, j, n, &l) != NUM) break;
-      j += (size_t)l;
-    }
-    return j;
-  }
+  if (c0 == NUM) return digits_1_3(s, n, i + (size_t)l0);
   //  ?[^\s\p{L}\p{N}]+[\r\n/]*
-  size_t j = SIZE_MAX;
-  if (in(kOther, c0)) j = i;
-  else if (b == ' ' && i + 1 < n) {
-    int l1;
-    if (in(kOther, class_at(s, i + 1, n, &l1))) j = i + 1;
-  }
-  if (j != SIZE_MAX) {
-    size_t e = run_set(s, n, j, kOther);
-    while (e < n && (is_nl(s[e]) || s[e] == '/')) ++e;
-    return e;
-  }
+  const size_t e = space_other_run(s, n, i, c0, true);
+  if (e != SIZE_MAX) return e;
   return whitespace(s, n, i, false, true);
 }
 
