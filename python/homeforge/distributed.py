@@ -578,6 +578,23 @@ class _Strategy:
         mine = np.array([loss_sum / n_micro, float(tokens), t_local, extra], dtype=np.float64)
         return self.c.allgather(mine, "the per-step stats allgather")
 
+    def _step_report(self, stats: np.ndarray, grad_norm: float, skipped: bool, bytes_before: float, wait: float,
+                     backward_end_s: float, t0: float, **extra: Any) -> dict:
+        """The dict a synchronous train_step returns (ddp, zero1), from the gathered per-rank stats."""
+        out = {
+            "loss": float(np.mean(stats[:, 0])),
+            "grad_norm": grad_norm,
+            "skipped": skipped,
+            "tokens": int(stats[:, 1].sum()),
+            "comm_bytes": float(self.c.bytes_sent - bytes_before),
+            "comm_wait_s": wait,
+            "backward_end_s": backward_end_s,
+            **extra,
+            "step_time_s": time.perf_counter() - t0,
+        }
+        out.update(self._report_times(stats[:, 2]))
+        return out
+
     def _report_times(self, times: np.ndarray) -> dict:
         """Per-rank step times (gathered every step): flag stragglers, log the per-rank means."""
         self.rank_time_total += times
@@ -776,20 +793,8 @@ class DDPStrategy(_Strategy):
             skipped = bool(res.skipped)
         self.step_count += 1
         self._maybe_validate()
-        out = {
-            "loss": float(np.mean(stats[:, 0])),
-            "grad_norm": gn,
-            "skipped": skipped,
-            "tokens": int(stats[:, 1].sum()),
-            "comm_bytes": self.c.bytes_sent - bytes_before + 0.0,
-            "comm_wait_s": wait,
-            "backward_end_s": t_bwd_end - t0,
-            "buckets": len(self.buckets),
-            "buckets_overlapped": launched_in_backward,
-            "step_time_s": time.perf_counter() - t0,
-        }
-        out.update(self._report_times(stats[:, 2]))
-        return out
+        return self._step_report(stats, gn, skipped, bytes_before, wait, t_bwd_end - t0, t0,
+                                 buckets=len(self.buckets), buckets_overlapped=launched_in_backward)
 
 
 class Zero1Strategy(_Strategy):
@@ -853,18 +858,7 @@ class Zero1Strategy(_Strategy):
             wait += self._allgather_params()
         self.step_count += 1
         self._maybe_validate()
-        out = {
-            "loss": float(np.mean(stats[:, 0])),
-            "grad_norm": gn,
-            "skipped": skipped,
-            "tokens": int(stats[:, 1].sum()),
-            "comm_bytes": self.c.bytes_sent - bytes_before,
-            "comm_wait_s": wait,
-            "backward_end_s": t_bwd - t0,
-            "step_time_s": time.perf_counter() - t0,
-        }
-        out.update(self._report_times(stats[:, 2]))
-        return out
+        return self._step_report(stats, gn, skipped, bytes_before, wait, t_bwd - t0, t0)
 
     def _full_groups(self, like: Mapping) -> list[dict]:
         hyp = {k: v for k, v in like["param_groups"][0].items() if k != "num_params"} if like.get("param_groups") else {}
