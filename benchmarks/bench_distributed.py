@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -173,8 +172,6 @@ def machine_ceiling(comm) -> dict:
     GB/s, measured on every rank simultaneously (median over ranks). Dividing by the 1-rank figures
     gives the machine's own weak-scaling ceiling for compute-bound and bandwidth-bound work, which
     no data-parallel scheme can beat (shared turbo budget, L3 and memory channels)."""
-    from mpi4py import MPI
-
     from homeforge import _core
 
     n = 1024
@@ -284,7 +281,9 @@ def diloco_vs_sync(args, cfg, comm, rank, world) -> dict:
 
 # ---------------------------------------------------------------------------------------- launcher
 def run_ranks(ranks: int, wargs: dict, timeout: float, bind: str = "auto") -> dict:
-    mpirun = shutil.which("mpirun", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    from homeforge.distributed import find_mpirun
+
+    mpirun = find_mpirun()
     if mpirun is None:
         raise SystemExit("mpirun not found: pip install 'homeforge[mpi]'")
     with tempfile.TemporaryDirectory() as td:

