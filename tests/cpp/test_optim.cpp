@@ -13,13 +13,7 @@
 #include "runtime/cpu_features.h"
 #include "runtime/parallel.h"
 
-#define EXPECT(cond)                                                         \
-  do {                                                                       \
-    if (!(cond)) {                                                           \
-      std::fprintf(stderr, "%s:%d: FAILED %s\n", __FILE__, __LINE__, #cond); \
-      std::exit(1);                                                          \
-    }                                                                        \
-  } while (0)
+#include "expect.h"  // EXPECT(cond)
 
 using namespace hf::optim;
 

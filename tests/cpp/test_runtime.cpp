@@ -12,13 +12,7 @@
 #include "runtime/gemm.h"
 #include "runtime/parallel.h"
 
-#define EXPECT(cond)                                                  \
-  do {                                                                \
-    if (!(cond)) {                                                    \
-      std::fprintf(stderr, "%s:%d: FAILED %s\n", __FILE__, __LINE__, #cond); \
-      std::exit(1);                                                   \
-    }                                                                 \
-  } while (0)
+#include "expect.h"  // EXPECT(cond)
 
 static void test_parallel_for_covers_range() {
   for (int threads : {1, 2, 3}) {
