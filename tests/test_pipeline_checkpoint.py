@@ -118,12 +118,13 @@ def _env():
     return env
 
 
-def test_kill_9_during_save_keeps_the_latest_good_checkpoint(tmp_path):
-    root = tmp_path / "ck"
-    proc = subprocess.Popen([sys.executable, "-c", _CHILD, str(root)], stdout=subprocess.PIPE, text=True, env=_env())
+def _kill_after_first_line(code: str, root, delay: float = 0.0) -> tuple[str, int]:
+    """Runs `python -c code root`, waits for its first line of output and `delay` more seconds,
+    kills it with SIGKILL; returns (that line, the exit status)."""
+    proc = subprocess.Popen([sys.executable, "-c", code, str(root)], stdout=subprocess.PIPE, text=True, env=_env())
     try:
         line = proc.stdout.readline()
-        assert line.strip() == "MID-SAVE"
+        time.sleep(delay)
         os.kill(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
@@ -131,7 +132,14 @@ def test_kill_9_during_save_keeps_the_latest_good_checkpoint(tmp_path):
             proc.kill()
             proc.wait()
         proc.stdout.close()
-    assert proc.returncode == -signal.SIGKILL
+    return line, proc.returncode
+
+
+def test_kill_9_during_save_keeps_the_latest_good_checkpoint(tmp_path):
+    root = tmp_path / "ck"
+    line, returncode = _kill_after_first_line(_CHILD, root)
+    assert line.strip() == "MID-SAVE"
+    assert returncode == -signal.SIGKILL
     assert any(p.name.startswith(".tmp-step_00000002") for p in root.iterdir())  # the half-written save
     ck = load_checkpoint(root)  # verifies every checksum
     assert ck.step == 1 and ck.state == {"ok": 1}
@@ -155,17 +163,8 @@ def test_kill_9_at_random_moments(tmp_path):
     """)
     rng = np.random.default_rng(2)
     for trial in range(4):
-        proc = subprocess.Popen([sys.executable, "-c", code, str(root)], stdout=subprocess.PIPE, text=True, env=_env())
-        try:
-            proc.stdout.readline()  # at least one save done in this process
-            time.sleep(float(rng.uniform(0.0, 0.3)))
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            proc.stdout.close()
+        # the first line: at least one save done in this process
+        _kill_after_first_line(code, root, delay=float(rng.uniform(0.0, 0.3)))
         ck = load_checkpoint(root)
         w = np.random.default_rng(1).standard_normal(2_000_000).astype(np.float32)
         np.testing.assert_array_equal(ck.params["w"], w + ck.step)
