@@ -295,8 +295,10 @@ def run_ranks(ranks: int, wargs: dict, timeout: float, bind: str = "auto") -> di
         if bind == "auto":
             bind = "core" if ranks * tpr <= cores else "none"
         # Binding each rank to its own `tpr` cores keeps its threads and caches in place; with more
-        # threads than cores it is impossible, and ranks float (--bind-to none).
-        place = (["--map-by", f"slot:PE={tpr}", "--bind-to", "core"] if bind == "core"
+        # threads than cores it is impossible, and ranks float (--bind-to none). Ranks are dealt
+        # round-robin over the sockets (packages), so on a multi-socket host they share every memory
+        # controller instead of filling socket 0 first; on one socket this is plain slot order.
+        place = (["--map-by", f"package:PE={tpr}", "--bind-to", "core"] if bind == "core"
                  else ["--oversubscribe", "--bind-to", "none"])
         cmd = [mpirun, "--allow-run-as-root", *place, "-np", str(ranks),
                sys.executable, "-m", "benchmarks.bench_distributed", "--worker", json.dumps(wargs)]
@@ -332,6 +334,7 @@ def main() -> None:
                     help="rank placement: each rank bound to its own cores (auto: when they fit), or floating")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds a rank waits for its peers before aborting")
     ap.add_argument("--no-torch", action="store_true", help="skip torch DDP (e.g. where torch is absent)")
+    ap.add_argument("--no-diloco", action="store_true", help="skip the DiLoCo comparison (e.g. for large presets)")
     args = ap.parse_args()
     cores = os.cpu_count() or 1
     tpr = args.threads_per_rank or max(1, cores // args.ranks)
@@ -339,7 +342,7 @@ def main() -> None:
         args.batch, args.seq, args.diloco_seq = min(args.batch, 4), min(args.seq, 64), min(args.diloco_seq, 32)
     w = {"preset": args.preset, "vocab": 2048, "batch": args.batch, "seq": args.seq, "threads": tpr,
          "steps": args.steps or (3 if args.quick else 15), "warmup": 1 if args.quick else 3, "sweep": args.sweep_buckets,
-         "diloco": True, "diloco_h": args.diloco_h, "diloco_lr": args.diloco_lr,
+         "diloco": not args.no_diloco, "diloco_h": args.diloco_h, "diloco_lr": args.diloco_lr,
          "outer_lr": args.outer_lr, "diloco_warm": args.diloco_warm, "outer_momentum": args.outer_momentum, "wire": args.wire,
          "diloco_steps": args.diloco_steps or (1 if args.quick else 6) * args.diloco_h,
          "diloco_only": args.diloco_only, "diloco_batch": args.diloco_batch or (1 if args.quick else 4),
