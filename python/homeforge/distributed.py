@@ -24,8 +24,11 @@ ONE flat f32 parameter buffer and ONE flat f32 gradient buffer: no pickling, no 
   backward pass instead of after it.
   Earlier micro-batches of gradient accumulation communicate nothing. The averaging 1/(N*M) is folded
   into the optimizer's ``grad_scale``, so no extra pass over the gradients is made.
-* ``zero1``: gradients are reduce-scattered (``Ireduce_scatter``) so rank r owns the summed gradient
-  of the contiguous shard ``[r*S, min((r+1)*S, n))``, S = ceil(n/N); each rank runs AdamW on its shard
+* ``zero1``: gradients are reduce-scattered so rank r owns the summed gradient of the contiguous
+  shard ``[r*S, min((r+1)*S, n))``, S = ceil(n/N). The reduce-scatter is bucketed and overlapped with
+  backward like ddp's allreduce: buckets never cross a shard boundary, and each finished bucket is
+  summed into its owner with a nonblocking ``Ireduce`` (the same bytes as one reduce-scatter, but
+  most of it hidden behind the backward pass). Each rank runs AdamW on its shard
   only (the decay / no-decay parameter views intersected with the shard), then the parameters are
   allgathered in place (``Iallgatherv``). Optimizer state per rank is 1/N of the full state. The global
   gradient norm (for clipping and the non-finite check) comes from an allreduce of squared norms.
@@ -91,6 +94,7 @@ ValueError: distributed config key 'mode' must be one of ('ddp', 'zero1', 'diloc
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import logging
 import math
@@ -386,6 +390,80 @@ class _ProgressThread:
     def stop(self) -> None:
         self._stop.set()
         self._thread.join()
+
+
+class _OverlappedBuckets:
+    """Contiguous pieces of the flat gradient, each handed to `launch(a, b)` (which starts nonblocking
+    collectives and returns their requests) as soon as the last micro-batch's backward pass has
+    finished all of its elements.
+
+    Pieces launch in the order the backward pass completes them, which is the same on every rank, so
+    every rank issues the same collectives in the same order (MPI requires it; it also makes the
+    result deterministic). Non-final micro-batches communicate nothing. Cost: one bisect and a few
+    additions per hook call.
+    """
+
+    def __init__(self, comm: _Comm, pieces: list[tuple[int, int]], launch: Callable[[int, int], list]) -> None:
+        self.c = comm
+        self.pieces = pieces
+        self._starts = [a for a, _ in pieces]
+        self._launch_piece = launch
+        self._threaded = comm.MPI.Query_thread() == comm.MPI.THREAD_MULTIPLE
+        self._progress: _ProgressThread | None = None
+        self.reset()
+
+    def reset(self) -> None:
+        self._ready = [0] * len(self.pieces)
+        self._launched = [False] * len(self.pieces)
+        self.reqs: list = []
+        self.order: list[int] = []  # pieces in launch order
+
+    def _launch(self, k: int) -> None:
+        self._launched[k] = True
+        self.order.append(k)
+        self.reqs.extend(self._launch_piece(*self.pieces[k]))
+
+    def on_ready(self, begin: int, end: int) -> None:
+        """Grad-ready hook: count finished elements per piece, launch complete pieces, drive progress."""
+        k = max(0, bisect.bisect_right(self._starts, begin) - 1)
+        end = max(end, begin + 1)
+        while k < len(self.pieces) and self.pieces[k][0] < end:
+            a, b = self.pieces[k]
+            self._ready[k] += max(0, min(b, end) - max(a, begin))
+            if not self._launched[k] and self._ready[k] >= b - a:
+                self._launch(k)
+            k += 1
+        if self.reqs and self._progress is None:
+            self.c.test(self.reqs)  # Open MPI progresses nonblocking collectives only inside MPI calls
+
+    def backward(self, model: Any, micro: list, overlap: bool) -> tuple[float, int]:
+        """Zero the gradients and run forward+backward over the micro-batches, launching pieces
+        during the last one when `overlap`; returns (sum of micro-batch losses, target tokens)."""
+        self.reset()
+        model.zero_grad()
+        loss_sum, tokens = 0.0, 0
+        for i, (x, y) in enumerate(micro):
+            hooked = overlap and i == len(micro) - 1
+            if hooked:
+                model.set_grad_ready_hook(self.on_ready)
+                if self._threaded:
+                    self._progress = _ProgressThread(self.c.MPI, self.reqs)
+            try:
+                loss_sum += float(model.forward_backward(x, y))
+            finally:
+                if hooked:
+                    model.set_grad_ready_hook(None)
+                    if self._progress is not None:
+                        self._progress.stop()
+                        self._progress = None
+            tokens += int(np.asarray(y).size)
+        return loss_sum, tokens
+
+    def launch_rest(self) -> None:
+        """Launch, in fixed order, whatever the backward pass did not."""
+        for k in range(len(self.pieces)):
+            if not self._launched[k]:
+                self._launch(k)
 
 
 def _install_abort_on_exception(comm: Any) -> None:
@@ -733,66 +811,19 @@ class DDPStrategy(_Strategy):
         self.opt = self._full_model_optimizer()
         be = max(1, int(cfg.bucket_mb * (1 << 20)) // 4)
         self.buckets = [(a, min(a + be, self.n)) for a in range(0, self.n, be)]
-        self._threaded_progress = self.c.MPI.Query_thread() == self.c.MPI.THREAD_MULTIPLE
-        self._progress: _ProgressThread | None = None
-        self._reset_buckets()
-
-    def _reset_buckets(self) -> None:
-        self._ready = [0] * len(self.buckets)
-        self._launched = [False] * len(self.buckets)
-        self._reqs: list = []
-        self._order: list[int] = []
-
-    def _launch(self, k: int) -> None:
-        a, b = self.buckets[k]
-        self._launched[k] = True
-        self._order.append(k)
-        self._reqs.extend(self.c.iallreduce_sum(self.flat_g[a:b]))
-
-    def _on_ready(self, begin: int, end: int) -> None:
-        """Grad-ready hook: count finished elements per bucket, launch complete buckets, drive progress."""
-        be = self.buckets[0][1] - self.buckets[0][0]
-        for k in range(begin // be, (max(end, begin + 1) - 1) // be + 1):
-            a, b = self.buckets[k]
-            self._ready[k] += max(0, min(b, end) - max(a, begin))
-            if not self._launched[k] and self._ready[k] >= b - a:
-                self._launch(k)
-        if self._reqs and self._progress is None:
-            self.c.test(self._reqs)  # Open MPI progresses nonblocking collectives only inside MPI calls
+        self._overlap = _OverlappedBuckets(self.c, self.buckets, lambda a, b: self.c.iallreduce_sum(self.flat_g[a:b]))
 
     def train_step(self, batches: Sequence, lr: float) -> dict:
         t0 = time.perf_counter()
         micro = self._micro(batches)
         self.c.step = self.step_count
-        m = self.model
-        m.zero_grad()
-        self._reset_buckets()
         bytes_before = self.c.bytes_sent
-        loss_sum, tokens = 0.0, 0
-        overlap = self.cfg.overlap and self.world_size > 1
-        t_bwd_end = t0
-        for i, (x, y) in enumerate(micro):
-            last = i == len(micro) - 1
-            if last and overlap:
-                m.set_grad_ready_hook(self._on_ready)
-                if self._threaded_progress:
-                    self._progress = _ProgressThread(self.c.MPI, self._reqs)
-            try:
-                loss_sum += float(m.forward_backward(x, y))
-            finally:
-                if last and overlap:
-                    m.set_grad_ready_hook(None)
-                    if self._progress is not None:
-                        self._progress.stop()
-                        self._progress = None
-            tokens += int(np.asarray(y).size)
+        loss_sum, tokens = self._overlap.backward(self.model, micro, self.cfg.overlap and self.world_size > 1)
         t_bwd_end = time.perf_counter()
-        launched_in_backward = len(self._order)
+        launched_in_backward = len(self._overlap.order)
         if self.world_size > 1:
-            for k in range(len(self.buckets)):  # whatever the hook did not cover, in fixed order
-                if not self._launched[k]:
-                    self._launch(k)
-        wait = self.c.wait(self._reqs, "the gradient allreduce")
+            self._overlap.launch_rest()
+        wait = self.c.wait(self._overlap.reqs, "the gradient allreduce")
         t_comm_end = time.perf_counter()
         stats = self._stats(loss_sum, len(micro), tokens, t_comm_end - t0)
         scale = 1.0 / (self.world_size * len(micro))
@@ -832,15 +863,32 @@ class Zero1Strategy(_Strategy):
         self.opt = self._make_opt(groups) if groups else None  # a rank may own nothing when n < world
         # Where each parameter (in `order`) sits in the full, unsharded optimizer state.
         self.full_pos = np.cumsum([0] + [q.size for q in self.order])
+        # The reduce-scatter, bucketed and overlapped with backward like DDP's allreduce: buckets never
+        # cross a shard boundary, and each is summed into the rank that owns it (Ireduce to its root).
+        # Over all buckets this moves the same bytes as one reduce-scatter.
+        be = max(1, int(cfg.bucket_mb * (1 << 20)) // 4)
+        self._owner = {a: r for r, (lo, hi) in enumerate(self.bounds) for a in range(lo, hi, be)}
+        self.buckets = [(a, min(a + be, hi)) for lo, hi in self.bounds for a in range(lo, hi, be)]
+        self._overlap = _OverlappedBuckets(self.c, self.buckets, self._ireduce_to_owner)
+
+    def _ireduce_to_owner(self, a: int, b: int) -> list:
+        """Start summing flat_g[a:b] over the ranks into the rank whose shard holds it."""
+        MPI, owner = self.c.MPI, self._owner[a]
+        self.c.bytes_sent += (self.world_size - 1) / self.world_size * 4 * (b - a)
+        piece = self.flat_g[a:b]
+        if owner == self.rank:
+            return [self.c.comm.Ireduce(MPI.IN_PLACE, piece[i:j], MPI.SUM, root=owner) for i, j in _chunks(b - a)]
+        return [self.c.comm.Ireduce(piece[i:j], None, MPI.SUM, root=owner) for i, j in _chunks(b - a)]
 
     def _reduce_scatter(self) -> float:
-        MPI = self.c.MPI
+        """Finish the gradient reduce-scatter (launching what backward did not); fills shard_g."""
         if self.world_size == 1:
             self.shard_g[: self.n] = self.flat_g
             return 0.0
-        self.c.bytes_sent += (self.world_size - 1) / self.world_size * self.flat_g.nbytes
-        req = self.c.comm.Ireduce_scatter(self.flat_g, self.shard_g[: self.hi - self.lo], self.counts, MPI.SUM)
-        return self.c.wait([req], "the gradient reduce-scatter")
+        self._overlap.launch_rest()
+        wait = self.c.wait(self._overlap.reqs, "the gradient reduce-scatter")
+        self.shard_g[: self.hi - self.lo] = self.flat_g[self.lo:self.hi]
+        return wait
 
     def _allgather_params(self) -> float:
         MPI = self.c.MPI
@@ -854,9 +902,10 @@ class Zero1Strategy(_Strategy):
         t0 = time.perf_counter()
         micro = self._micro(batches)
         self.c.step = self.step_count
-        loss_sum, tokens = self._accumulate(micro)
-        t_bwd = time.perf_counter()
         bytes_before = self.c.bytes_sent
+        loss_sum, tokens = self._overlap.backward(self.model, micro, self.cfg.overlap and self.world_size > 1)
+        t_bwd = time.perf_counter()
+        launched_in_backward = len(self._overlap.order)
         wait = self._reduce_scatter()
         scale = 1.0 / (self.world_size * len(micro))
         local_sq = float(self.opt.grad_sq_norm()) if self.opt is not None else 0.0
@@ -874,7 +923,8 @@ class Zero1Strategy(_Strategy):
             wait += self._allgather_params()
         self.step_count += 1
         self._maybe_validate()
-        return self._step_report(stats, gn, skipped, bytes_before, wait, t_bwd - t0, t0)
+        return self._step_report(stats, gn, skipped, bytes_before, wait, t_bwd - t0, t0,
+                                 buckets=len(self.buckets), buckets_overlapped=launched_in_backward)
 
     def _full_groups(self, like: Mapping) -> list[dict]:
         hyp = {k: v for k, v in like["param_groups"][0].items() if k != "num_params"} if like.get("param_groups") else {}
