@@ -292,22 +292,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="exit 1 if a generated file differs")
     ap.add_argument("--out", type=Path, default=ROOT / "docs")
     args = ap.parse_args(argv)
-    stale = []
-    for name, fn in (("cli.md", cli_md), ("config.md", config_md)):
-        text = fn().rstrip() + "\n"
-        path = args.out / name
-        if args.check:
-            if not path.exists() or path.read_text(encoding="utf-8") != text:
-                stale.append(str(path))
-        else:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
-            print(f"wrote {path}")
-    if stale:
-        print("out of date (run scripts/gen_docs.py): " + ", ".join(stale), file=sys.stderr)
-        return 1
-    return 0
+    from _write_or_check import write_or_check
 
+    files = {args.out / name: fn().rstrip() + "\n" for name, fn in (("cli.md", cli_md), ("config.md", config_md))}
+    return write_or_check(files, args.check, "scripts/gen_docs.py")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -31,16 +31,9 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true")
     args = ap.parse_args(argv)
-    text = generate()
-    if args.check:
-        if not STUB.exists() or STUB.read_text(encoding="utf-8") != text:
-            print(f"{STUB} is out of date: run scripts/gen_stubs.py", file=sys.stderr)
-            return 1
-        return 0
-    STUB.write_text(text, encoding="utf-8")
-    print(f"wrote {STUB}")
-    return 0
+    from _write_or_check import write_or_check
 
+    return write_or_check({STUB: generate()}, args.check, "scripts/gen_stubs.py")
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -425,22 +425,10 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--check", action="store_true")
     args = ap.parse_args(argv)
-    stale = []
-    OUT.mkdir(exist_ok=True)
-    for name, cells in NOTEBOOKS.items():
-        text = nbformat.writes(build(cells)) + "\n"
-        path = OUT / name
-        if args.check:
-            if not path.exists() or path.read_text(encoding="utf-8") != text:
-                stale.append(name)
-        else:
-            path.write_text(text, encoding="utf-8")
-            print(f"wrote {path}")
-    if stale:
-        print("out of date (run scripts/make_notebooks.py): " + ", ".join(stale), file=sys.stderr)
-        return 1
-    return 0
+    from _write_or_check import write_or_check
 
+    files = {OUT / name: nbformat.writes(build(cells)) + "\n" for name, cells in NOTEBOOKS.items()}
+    return write_or_check(files, args.check, "scripts/make_notebooks.py")
 
 if __name__ == "__main__":
     sys.exit(main())
