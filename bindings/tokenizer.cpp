@@ -315,7 +315,7 @@ ArenaPool& arena_pool() {
 // that ends last and caps the speedup at ~7x on 16 cores. Consecutive short documents are grouped
 // into work items of about this many bytes, so items are even in size: small enough to balance
 // 32 threads on a few MB, large enough that the per-item overhead stays negligible.
-constexpr size_t kPartBytes = 32 << 10;
+constexpr size_t kPartBytes = 16 << 10;
 
 struct FlatBatch {
   std::unique_ptr<ArenaSet> arenas = arena_pool().take();
@@ -365,7 +365,7 @@ void encode_flat(const Bpe& bpe, const BatchText& b, const std::vector<uint8_t>&
     const auto* s = (const uint8_t*)b.views[d].data();
     const size_t m = b.views[d].size();
     size_t at = 0;
-    while (may_cut && m - at > 2 * kPartBytes) {
+    while (may_cut && m - at > kPartBytes + kPartBytes / 2) {
       const size_t cut = hf::tok::safe_split_point(s, m, at + kPartBytes);
       if (cut >= m) break;
       fb.parts.push_back({at, cut});
@@ -376,16 +376,18 @@ void encode_flat(const Bpe& bpe, const BatchText& b, const std::vector<uint8_t>&
     doc_of.push_back((uint32_t)d);
   }
   fb.first[n] = fb.parts.size();
-  // Work items: runs of consecutive parts of >= kPartBytes together (or the last run).
+  // Work items: runs of consecutive parts of at most kPartBytes together (or one larger part).
   std::vector<size_t>& item = fb.item;
   item.assign(1, 0);
   for (size_t k = 0, bytes = 0; k < fb.parts.size(); ++k) {
-    bytes += fb.parts[k].end - fb.parts[k].begin;
-    if (bytes >= kPartBytes || k + 1 == fb.parts.size()) {
-      item.push_back(k + 1);
+    const size_t m = fb.parts[k].end - fb.parts[k].begin;
+    if (bytes && bytes + m > kPartBytes) {
+      item.push_back(k);
       bytes = 0;
     }
+    bytes += m;
   }
+  if (!fb.parts.empty()) item.push_back(fb.parts.size());
   for_items((int64_t)item.size() - 1, num_threads, [&](int64_t it) {
     IdArena& a = fb.arenas->local();
     for (size_t k = item[it]; k < item[it + 1]; ++k) {
