@@ -13,6 +13,7 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -528,6 +529,38 @@ Registration reg("tokenizer", 30, [](py::module_& m) {
         }
         return k;
       })
+      .def("find_special_batch", [](const Bpe& b, const py::handle& texts, const std::vector<bool>& mask, int num_threads) {
+        // The index of the first text holding a special token whose mask[i] is set, or -1: the
+        // disallowed-special check of encode_batch, in parallel (serial, it scanned the whole
+        // batch at ~3 GB/s while the encode ran at ~0.2 GB/s per thread: a third of the time of
+        // a 16-thread batch). Texts are scanned in chunks of 64 KB that overlap by the longest
+        // special text, so a special token across a chunk boundary is still found.
+        BatchText bt = batch_of(texts);
+        const auto m = mask_of(mask);
+        size_t longest = 0;
+        for (size_t i = 0; i < b.n_specials() && i < m.size(); ++i)
+          if (m[i]) longest = std::max(longest, b.special_text(i).size());
+        if (!longest) return (int64_t)-1;
+        py::gil_scoped_release release;
+        constexpr size_t kChunk = 64 << 10;
+        std::vector<std::pair<uint32_t, size_t>> chunks;  // (text, start)
+        for (size_t d = 0; d < bt.views.size(); ++d)
+          for (size_t at = 0; at == 0 || at < bt.views[d].size(); at += kChunk) chunks.emplace_back((uint32_t)d, at);
+        std::atomic<int64_t> first{-1};
+        for_items((int64_t)chunks.size(), num_threads, [&](int64_t c) {
+          const auto [d, at] = chunks[c];
+          const int64_t f = first.load(std::memory_order_relaxed);
+          if (f >= 0 && f <= (int64_t)d) return;  // an earlier text already has one
+          const auto v = bt.views[d];
+          const size_t end = std::min(v.size(), at + kChunk + longest - 1);
+          size_t pos = 0;
+          if (b.find_special((const uint8_t*)v.data(), end, at, m, &pos) < 0 || pos >= at + kChunk) return;
+          int64_t cur = first.load();
+          while ((cur < 0 || cur > (int64_t)d) && !first.compare_exchange_weak(cur, (int64_t)d)) {
+          }
+        });
+        return first.load();
+      }, py::arg("texts"), py::arg("mask"), py::arg("num_threads"))
       .def("encode_pieces", [](const BpePy& b, const py::handle& pieces) {
         BatchText bt = batch_of(pieces);
         std::vector<uint32_t> out;

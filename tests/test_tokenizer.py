@@ -330,6 +330,25 @@ def test_batch_large_parts_and_repeated_calls(toks, restore_threads):
             assert tok.encode_batch(texts[:4], num_threads=1, allowed_special=allowed, disallowed_special=()) == expect[:4]
 
 
+def test_batch_disallowed_special_found_anywhere(toks, restore_threads):
+    """The disallowed-special check of a batch scans 64 KB chunks in parallel: a special token
+    across a chunk boundary must still be found, and the error names the first offending text."""
+    tok = toks["cl100k"]
+    ref = _ref(tok, "cl100k")
+    filler = "abc def\n" * 9000  # 72 KB, one byte per char
+    for at in (0, 65536 - 13, 65536 - 12, 65536 - 1, 65536, len(filler)):
+        texts = ["fine", filler, filler[:at] + "<|endoftext|>" + filler[at:], "<|fim|> later"]
+        for threads in (1, 2):
+            for fn in (tok.encode_batch, tok.encode_batch_flat):
+                with pytest.raises(ValueError, match="disallowed special token '<\\|endoftext\\|>'"):
+                    fn(texts, num_threads=threads)
+        with pytest.raises(ValueError):
+            ref.encode_batch(texts)
+        assert tok.encode_batch(texts, disallowed_special=()) == ref.encode_batch(texts, disallowed_special=())
+    with pytest.raises(ValueError, match="'<\\|fim\\|>'"):
+        tok.encode_batch_flat(["fine", filler, "<|fim|> later"], allowed_special={"<|endoftext|>"})
+
+
 def test_custom_regex_path(toks):
     # A custom regex equal in meaning to gpt2's, spelled differently, runs on Python's re engine.
     base = toks["gpt2"]
