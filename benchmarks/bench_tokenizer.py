@@ -138,6 +138,93 @@ def bench_encode(vocab_name, tok, peers, corpora, rows, rounds):
         print_table([row], list(row))
 
 
+# ---- batch scaling: the machine's ceiling ------------------------------------------------------
+
+def split_for_workers(docs: list[str], n: int, piece_chars: int = 16 << 10) -> list[list[str]]:
+    """docs as n contiguous runs of about equal UTF-8 bytes, in document order: documents longer
+    than 1.5 pieces are cut after a newline into pieces of ~piece_chars (as encode_batch cuts
+    them), and worker w takes the pieces that start in the w-th n-th of the bytes. Order matters:
+    the batch corpus repeats documents, and putting the copies of a piece next to each other (say
+    by sorting pieces by size) runs 25% faster from warm caches. (The cuts change a few ids at the
+    seams; the ceiling measures throughput, not ids.)"""
+    pieces, sizes = [], []
+    for d in docs:
+        i = 0
+        while len(d) - i > piece_chars + piece_chars // 2:
+            j = d.find("\n", i + piece_chars)
+            if j < 0:
+                break
+            pieces.append(d[i:j + 1])
+            i = j + 1
+        pieces.append(d[i:])
+    sizes = [len(p.encode()) for p in pieces]
+    total, at = sum(sizes), 0
+    out: list[list[str]] = [[] for _ in range(n)]
+    for p, b in zip(pieces, sizes):
+        out[min(n - 1, at * n // max(1, total))].append(p)
+        at += b
+    return out
+
+
+def ceiling_worker(tok, shares: list[list[str]], w: int, rounds: int, barrier, results) -> None:
+    """Process w of the ceiling: warm up on its own share, then `rounds` timed encodes, each started
+    at the barrier with the other workers. Round r encodes share (w + 1 + r) mod n, so a process
+    meets new text each round, as our threads do (the scheduler hands each call's work items to
+    whichever thread is free): re-encoding one fixed share ran 10% faster at n = 8 here from a
+    warmer piece cache, an edge the repeated benchmark gives and real batches do not."""
+    import homeforge
+
+    homeforge.set_num_threads(1)
+    n = len(shares)
+    tok.encode_batch_flat(shares[w])  # warm-up: page faults, the piece cache
+    times = []
+    for r in range(rounds):
+        docs = shares[(w + 1 + r) % n]
+        barrier.wait(timeout=600)
+        t0 = time.perf_counter()
+        tok.encode_batch_flat(docs)
+        times.append(time.perf_counter() - t0)
+    results.put((w, times))
+
+
+def machine_ceiling(tok, docs: list[str], n: int, rounds: int) -> float:
+    """Seconds for n independent single-threaded processes (spawned, each with its own unpickled
+    copy of tok) to encode docs, each 1/n of the bytes: per round the slowest worker's time, then
+    the best round. This is what the machine gives to n-way batch encoding when nothing is
+    shared but the hardware (turbo falling with active cores, shared L3 and memory bandwidth,
+    SMT siblings, vCPU placement); threads reaching ~90% of it scale as well as the machine allows."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(n), ctx.Queue()
+    shares = split_for_workers(docs, n)
+    procs = [ctx.Process(target=ceiling_worker, args=(tok, shares, w, rounds, barrier, results), daemon=True)
+             for w in range(n)]
+    # The children inherit this environment: one BLAS thread each (numpy's OpenBLAS would start
+    # a thread per core in every worker; none of them is used here).
+    saved = {k: os.environ.get(k) for k in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS")}
+    os.environ.update({k: "1" for k in saved})
+    try:
+        for pr in procs:
+            pr.start()
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    try:
+        per_worker = [results.get(timeout=900)[1] for _ in procs]
+    finally:
+        for pr in procs:
+            pr.join(timeout=60)
+            if pr.is_alive():
+                pr.kill()
+    if any(pr.exitcode != 0 for pr in procs):
+        raise RuntimeError(f"a ceiling worker failed: exit codes {[pr.exitcode for pr in procs]}")
+    return min(max(w[r] for w in per_worker) for r in range(rounds))
+
+
 # ---- training (child processes) ---------------------------------------------------------------
 
 def peak_rss_bytes() -> int:
@@ -220,6 +307,10 @@ def main() -> None:
     p.add_argument("--batch-copies", type=int, default=1,
                    help="the batch-scaling corpus is the encode corpus repeated this many times (default 1)")
     p.add_argument("--batch-threads", default=None, help="comma-separated thread counts (default: 1..all cores)")
+    p.add_argument("--only-batch", action="store_true",
+                   help="train the vocabulary, then only the batch-scaling table (no 1-thread encode, adversarial, training)")
+    p.add_argument("--skip-ceiling", action="store_true",
+                   help="batch table without the machine ceiling (N independent single-threaded processes)")
     a = p.parse_args()
     if a.train_worker:
         train_worker(a.train_worker, a.corpus, a.vocab, a.threads_worker, a.worker_out)
@@ -251,9 +342,10 @@ def main() -> None:
     tk = tiktoken.Encoding("trained", pat_str=PATTERNS["cl100k"], mergeable_ranks=tok.mergeable_ranks(), special_tokens={})
     hf = HFTokenizer.from_str(tok.to_hf_json())
     peers = {"tiktoken": tk.encode_ordinary, "hf": lambda d: hf.encode(d, add_special_tokens=False).ids}
-    print("== encode, 1 thread (MB/s; x_peer = ours speed / peer speed)")
-    bench_encode(f"trained-{vocab // 1000}k", tok, peers, corpora, rows, rounds)
-    qt, why = load_quicktok_cl100k()
+    qt, why = (None, "--only-batch") if a.only_batch else load_quicktok_cl100k()
+    if not a.only_batch:
+        print("== encode, 1 thread (MB/s; x_peer = ours speed / peer speed)")
+        bench_encode(f"trained-{vocab // 1000}k", tok, peers, corpora, rows, rounds)
     if qt is None:
         print(f"quicktok: skipped: {why}")
     else:
@@ -276,30 +368,46 @@ def main() -> None:
     scale_rows = []
     counts = ([int(x) for x in a.batch_threads.split(",")] if a.batch_threads
               else range(1, len(os.sched_getaffinity(0)) + 1))
+    if not a.skip_ceiling:
+        print("ceiling = N spawned single-threaded processes, each encode_batch_flat on 1/N of the bytes, started at a "
+              "barrier: total bytes / slowest worker; ours_of_ceiling = ours_MBs / ceiling_MBs; ours = best of its runs "
+              "interleaved with tiktoken and back to back")
     for n in counts:
         homeforge.set_num_threads(n)
         ids, _ = tok.encode_batch_flat(docs)
         if not np.array_equal(ids, ref_ids):
             raise AssertionError("batch result depends on the thread count")
-        best = race({"ours": lambda: tok.encode_batch_flat(docs), "tk": lambda: tk.encode_batch(docs, num_threads=n)}, rounds)
-        t, t_tk = best["ours"], best["tk"]
-        r = {"threads": n, "ours_MBs": nbytes / t / 1e6, "tiktoken_MBs": nbytes / t_tk / 1e6}
-        r["ours_scaling"] = r["ours_MBs"] / (scale_rows[0]["ours_MBs"] if scale_rows else r["ours_MBs"])
+        ours = lambda: tok.encode_batch_flat(docs)  # noqa: E731
+        best = race({"ours": ours, "tk": lambda: tk.encode_batch(docs, num_threads=n)}, rounds)
+        # Also `rounds` runs of ours back to back, as the ceiling's workers run: right after
+        # tiktoken, caches are cold and cores clocked down (-10% on a 1 MB batch here).
+        t, t_tk = min(best["ours"], race({"ours": ours}, rounds)["ours"]), best["tk"]
+        first = scale_rows[0] if scale_rows else None
+        r = {"threads": n, "ours_MBs": nbytes / t / 1e6}
+        r["ours_scaling"] = r["ours_MBs"] / (first["ours_MBs"] if first else r["ours_MBs"])
+        if not a.skip_ceiling:
+            r["ceiling_MBs"] = nbytes / machine_ceiling(tok, docs, n, rounds) / 1e6
+            r["ceiling_scaling"] = r["ceiling_MBs"] / (first["ceiling_MBs"] if first else r["ceiling_MBs"])
+            r["ours_of_ceiling"] = r["ours_MBs"] / r["ceiling_MBs"]
+        r["tiktoken_MBs"] = nbytes / t_tk / 1e6
+        r["tiktoken_scaling"] = r["tiktoken_MBs"] / (first["tiktoken_MBs"] if first else r["tiktoken_MBs"])
         r["frac_copy_bw"] = r["ours_MBs"] / 1e3 / limits["copy_gbs"]
         scale_rows.append(r)
+        print("  " + ", ".join(f"{k} {v:.3g}" for k, v in r.items()), flush=True)  # progress; the table follows
     print_table(scale_rows, list(scale_rows[0]))
     homeforge.set_num_threads(threads)
 
     # ---- adversarial (tiktoken's known failures; tiktoken itself is not run on them)
     adv_rows = []
-    for label, s in [("'a'*100000", "a" * 100000), ("'^'*1000000", "^" * 1000000), ("' '*1000000", " " * 1000000)]:
+    for label, s in [] if a.only_batch else [("'a'*100000", "a" * 100000), ("'^'*1000000", "^" * 1000000), ("' '*1000000", " " * 1000000)]:
         t = timeit(lambda: tok.encode_ordinary(s), min_time=0.2, min_runs=2)["median"]
         adv_rows.append({"input": label, "ms": t * 1e3})
-    print_table(adv_rows, ["input", "ms"])
+    if adv_rows:
+        print_table(adv_rows, ["input", "ms"])
 
     # ---- training
     train_rows = []
-    if not a.skip_train:
+    if not (a.skip_train or a.only_batch):
         mb = a.train_mb or (2 if a.quick else 100)
         with tempfile.TemporaryDirectory() as d:
             corpus = Path(d) / "corpus.txt"

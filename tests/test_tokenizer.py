@@ -310,6 +310,45 @@ def test_batch_threads_and_serial_backend(toks, restore_threads):
         tok.encode_batch(texts, num_threads=0)
 
 
+def test_batch_large_parts_and_repeated_calls(toks, restore_threads):
+    """Batch ids land in per-thread arenas of 4 MiB blocks kept across calls: a document of over
+    1M bytes without a newline (one part, larger than a block), documents not cut because special
+    tokens are allowed, many tiny documents, and the same calls repeated (reused blocks) must all
+    give tiktoken's ids."""
+    tok = toks["gpt2"]
+    ref = _ref(tok, "gpt2")
+    words = MIXED.replace("\n", " ").replace("\r", " ")
+    huge = (words * (1_200_000 // len(words) + 1))[:1_200_000]  # > 4 MiB of ids worst case
+    texts = ["x", huge, "", "a <|endoftext|> b\n" * 5000] + [MIXED[i:i + 30] for i in range(0, 3000, 7)]
+    homeforge.set_num_threads(2)
+    for allowed in (frozenset(), "all"):
+        expect = [ref.encode(t, allowed_special=allowed, disallowed_special=()) for t in texts]
+        for _ in range(2):
+            ids, off = tok.encode_batch_flat(texts, allowed_special=allowed, disallowed_special=())
+            assert off[-1] == len(ids)
+            assert [ids[off[i]:off[i + 1]].tolist() for i in range(len(texts))] == expect
+            assert tok.encode_batch(texts[:4], num_threads=1, allowed_special=allowed, disallowed_special=()) == expect[:4]
+
+
+def test_batch_disallowed_special_found_anywhere(toks, restore_threads):
+    """The disallowed-special check of a batch scans 64 KB chunks in parallel: a special token
+    across a chunk boundary must still be found, and the error names the first offending text."""
+    tok = toks["cl100k"]
+    ref = _ref(tok, "cl100k")
+    filler = "abc def\n" * 9000  # 72 KB, one byte per char
+    for at in (0, 65536 - 13, 65536 - 12, 65536 - 1, 65536, len(filler)):
+        texts = ["fine", filler, filler[:at] + "<|endoftext|>" + filler[at:], "<|fim|> later"]
+        for threads in (1, 2):
+            for fn in (tok.encode_batch, tok.encode_batch_flat):
+                with pytest.raises(ValueError, match="disallowed special token '<\\|endoftext\\|>'"):
+                    fn(texts, num_threads=threads)
+        with pytest.raises(ValueError):
+            ref.encode_batch(texts)
+        assert tok.encode_batch(texts, disallowed_special=()) == ref.encode_batch(texts, disallowed_special=())
+    with pytest.raises(ValueError, match="'<\\|fim\\|>'"):
+        tok.encode_batch_flat(["fine", filler, "<|fim|> later"], allowed_special={"<|endoftext|>"})
+
+
 def test_custom_regex_path(toks):
     # A custom regex equal in meaning to gpt2's, spelled differently, runs on Python's re engine.
     base = toks["gpt2"]

@@ -431,7 +431,8 @@ class Tokenizer:
             return len(self._custom_encode(text, allowed))
         return int(self._bpe.count(text, allowed))
 
-    def _batch_masks(self, texts: Sequence[str], allowed_special: Any, disallowed_special: Any) -> list[bool]:
+    def _batch_masks(self, texts: Sequence[str], allowed_special: Any, disallowed_special: Any,
+                     num_threads: int = 0) -> list[bool]:
         if isinstance(texts, str):
             raise TypeError("texts must be a sequence of str, not a str")
         allowed, disallowed = self._masks(allowed_special, disallowed_special)
@@ -439,7 +440,10 @@ class Tokenizer:
             for t in texts:
                 if not isinstance(t, str):
                     raise TypeError(f"texts must contain str, got {type(t).__name__}")
-                self._check_disallowed(t, disallowed)
+            # The scan runs in parallel in C++; the text it names is checked again for the message.
+            d = self._bpe.find_special_batch(texts, disallowed, num_threads)
+            if d >= 0:
+                self._check_disallowed(texts[d], disallowed)
         return allowed
 
     def encode_batch(self, texts: Sequence[str], num_threads: int | None = None, *,
@@ -449,10 +453,11 @@ class Tokenizer:
         if isinstance(texts, (str, bytes)):
             raise TypeError("texts must be a sequence of str, not a single str/bytes")
         texts = list(texts)
-        allowed = self._batch_masks(texts, allowed_special, disallowed_special)
+        threads = _threads(num_threads)
+        allowed = self._batch_masks(texts, allowed_special, disallowed_special, threads)
         if self._rx is not None:
             return [self._custom_encode(t, allowed) for t in texts]
-        return self._bpe.encode_batch(texts, allowed, _threads(num_threads))
+        return self._bpe.encode_batch(texts, allowed, threads)
 
     def encode_batch_flat(self, texts: Sequence[str], num_threads: int | None = None, *,
                           allowed_special: Literal["all"] | Collection[str] = frozenset(),
@@ -464,14 +469,15 @@ class Tokenizer:
         if isinstance(texts, (str, bytes)):
             raise TypeError("texts must be a sequence of str, not a single str/bytes")
         texts = list(texts)
-        allowed = self._batch_masks(texts, allowed_special, disallowed_special)
+        threads = _threads(num_threads)
+        allowed = self._batch_masks(texts, allowed_special, disallowed_special, threads)
         if self._rx is not None:
             lists = [self._custom_encode(t, allowed) for t in texts]
             offsets = np.zeros(len(lists) + 1, dtype=np.int64)
             offsets[1:] = np.cumsum([len(x) for x in lists])
             flat = np.fromiter((i for x in lists for i in x), dtype=np.uint32, count=int(offsets[-1]))
             return flat, offsets
-        ids, offsets = self._bpe.encode_batch_flat(texts, allowed, _threads(num_threads))
+        ids, offsets = self._bpe.encode_batch_flat(texts, allowed, threads)
         return ids, offsets
 
     # -- decoding -----------------------------------------------------------------------------
