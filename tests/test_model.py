@@ -126,6 +126,29 @@ def test_bf16_within_torch_autocast_error():
         assert e_ours <= 0.1 * np.linalg.norm(grads64[name]), name
 
 
+def test_bf16_chunked_cross_entropy_groups():
+    """A vocabulary large enough that the fused cross-entropy runs 64-row chunks (32 MiB of f32
+    logits / (4 V)) and keeps the bf16 dlogits of 4 chunks per dW GEMM (64 MiB / (2 V)): 6 chunks,
+    2 groups, the second one partial, with a whole chunk of ignored targets. Loss and gradients
+    must match torch (float32 reference) within bf16 error."""
+    V = 131072
+    cfg = tiny(vocab_size=V, dtype="bf16", d_model=16, n_heads=2, n_kv_heads=1, ffn_hidden=32, n_layers=1,
+               max_seq_len=128)
+    m = Model(cfg, seed=5)
+    rng = np.random.default_rng(6)
+    B, T = 3, 110  # N = 330 rows: chunks of 64 -> 5 full + 10 rows; groups of 256 + 74 rows
+    tok = rng.integers(0, V, (B, T))
+    tgt = rng.integers(0, V, (B, T))
+    tgt.reshape(-1)[64:128] = -100  # the second chunk has no valid target
+    tgt[2, 5:9] = -100
+    _, loss32, grads32 = ref_loss_grads(reference(m, torch.float32), tok, tgt)
+    loss = m.forward_backward(tok, tgt)
+    assert abs(loss - loss32) <= 1e-3 * abs(loss32), (loss, loss32)
+    for name, g in m.named_grads().items():
+        err = np.linalg.norm(g - grads32[name])
+        assert err <= 1e-2 * np.linalg.norm(grads32[name]), (name, err, np.linalg.norm(grads32[name]))
+
+
 def test_finite_differences():
     """Directional derivatives of the loss (central differences on the f32 buffer, loss summed in
     double) against g . v, for random directions and single coordinates of a tiny model."""

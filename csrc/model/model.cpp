@@ -160,7 +160,7 @@ int64_t Model::layout(Plan& p, char* base, int64_t B, int64_t T, bool train) con
   // and re-writes the (V, d) f32 gradient of the output matrix in its dW GEMM, so chunks should
   // not be too small either: 32 MiB keeps that traffic a few % of the head's GEMM time.
   p.ce_chunk = std::min<int64_t>(N, std::max<int64_t>(64, (int64_t(32) << 20) / (4 * V)));
-  p.ce_work = take(ce_workspace_bytes(p.ce_chunk, V, cfg_.dtype));
+  p.ce_work = take(ce_workspace_bytes(p.ce_chunk, N, V, cfg_.dtype, train));
   if (train) {
     p.dx = reinterpret_cast<float*>(take(N * d * 4));
     p.dh = reinterpret_cast<float*>(take(N * d * 4));
