@@ -50,10 +50,12 @@ def ref_loss_grads(ref, tok, tgt, autocast: bool = False):
     return logits.detach().double().numpy(), loss.item(), grads
 
 
-@pytest.mark.parametrize("tie,n_kv,T", [(True, 2, 13), (False, 4, 13), (True, 4, 16), (False, 1, 7)],
-                         ids=["tied-gqa-oddT", "untied-mha", "tied-mha", "untied-mqa-T7"])
-def test_matches_transformers_fp32(tie, n_kv, T):
-    m = Model(tiny(tie_embeddings=tie, n_kv_heads=n_kv), seed=3)
+@pytest.mark.parametrize("tie,n_kv,T,heads", [(True, 2, 13, 4), (False, 4, 13, 4), (True, 4, 16, 4), (False, 1, 7, 4),
+                                              (True, 1, 11, 1)],
+                         ids=["tied-gqa-oddT", "untied-mha", "tied-mha", "untied-mqa-T7", "tied-head32"])
+def test_matches_transformers_fp32(tie, n_kv, T, heads):
+    # heads=1 gives head_dim 32: the AVX-512 RoPE loops (D % 32 == 0) rather than the SSE2 ones.
+    m = Model(tiny(tie_embeddings=tie, n_kv_heads=n_kv, n_heads=heads), seed=3)
     ref = reference(m)
     rng = np.random.default_rng(T)
     tok = rng.integers(0, 97, (3, T))
@@ -132,8 +134,8 @@ def test_bf16_chunked_cross_entropy_groups():
     2 groups, the second one partial, with a whole chunk of ignored targets. Loss and gradients
     must match torch (float32 reference) within bf16 error."""
     V = 131072
-    cfg = tiny(vocab_size=V, dtype="bf16", d_model=16, n_heads=2, n_kv_heads=1, ffn_hidden=32, n_layers=1,
-               max_seq_len=128)
+    cfg = tiny(vocab_size=V, dtype="bf16", d_model=64, n_heads=2, n_kv_heads=1, ffn_hidden=32, n_layers=1,
+               max_seq_len=128)  # head_dim 32: also the AVX-512 bf16 RoPE loops
     m = Model(cfg, seed=5)
     rng = np.random.default_rng(6)
     B, T = 3, 110  # N = 330 rows: chunks of 64 -> 5 full + 10 rows; groups of 256 + 74 rows
@@ -377,12 +379,21 @@ def test_init_and_presets():
 def test_isa_fallbacks_agree(isa, restore_threads):
     """The SSE2 row kernels (and the attention fallbacks) give the same loss and gradients as the
     AVX-512 ones, up to f32 rounding."""
-    from homeforge import _core
-
     rng = np.random.default_rng(5)
     tok = rng.integers(0, 97, (2, 12))
     tgt = rng.integers(0, 97, (2, 12))
-    a, b = Model(tiny(), seed=2), Model(tiny(), seed=2)
+    # head_dim 8 (the SSE2 RoPE loops everywhere) and 32 (AVX-512 RoPE vs its fallback).
+    for cfg in (tiny(), tiny(n_heads=1, n_kv_heads=1)):
+        _isa_pair_agrees(cfg, tok, tgt, isa)
+
+
+def _isa_pair_agrees(cfg, tok, tgt, isa):
+    import os
+
+    from homeforge import _core
+
+    _core.set_isa_limit(os.environ.get("HOMEFORGE_ISA", "avx512_bf16"))  # as the restore_threads fixture does
+    a, b = Model(cfg, seed=2), Model(cfg, seed=2)
     la = a.forward_backward(tok, tgt)
     _core.set_isa_limit(isa)
     lb = b.forward_backward(tok, tgt)
