@@ -19,28 +19,15 @@
 #include <cstdint>
 
 #include "model/kernels.h"
+#include "model/vec512.h"
 
 namespace hf::model {
 namespace {
 
-inline __m512 load16(const float* p) { return _mm512_loadu_ps(p); }
-inline __m512 load16(const bf16_t* p) {
-  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
-}
-inline void store16(float* p, __m512 v) { _mm512_storeu_ps(p, v); }
-// to_bf16 on 16 lanes: (bits + 0x7fff + lsb) >> 16, NaN -> quiet NaN with the top bits kept.
-inline void store16(bf16_t* p, __m512 v) {
-  const __m512i b = _mm512_castps_si512(v);
-  const __m512i hi = _mm512_srli_epi32(b, 16);
-  const __m512i lsb = _mm512_and_si512(hi, _mm512_set1_epi32(1));
-  __m512i r = _mm512_srli_epi32(_mm512_add_epi32(_mm512_add_epi32(b, _mm512_set1_epi32(0x7fff)), lsb), 16);
-  const __mmask16 nan =
-      _mm512_cmpgt_epu32_mask(_mm512_and_si512(b, _mm512_set1_epi32(0x7fffffff)), _mm512_set1_epi32(0x7f800000));
-  r = _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(hi, _mm512_set1_epi32(0x40)));
-  _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), _mm512_cvtepi32_epi16(r));
-}
+using v512::load16;
+using v512::store16;
 
-// sign = +1: forward rotation; -1: backward (the transposed rotation).
+// Forward: the rotation; otherwise its transpose (angle -> -angle).
 template <bool Forward, class In, class Out>
 inline void rotate_heads(const In* x, Out* out, const float* c, const float* s, int64_t heads, int64_t D) {
   const int64_t half = D / 2;
