@@ -85,7 +85,7 @@ double cross_entropy_fused(const void* h, const void* W, const int32_t* targets,
               const float inv = scale / sum;
               if (dl16) {
                 bf16_t* o = d16 + i * V;
-                for (int64_t j = 0; j < V; ++j) o[j] = to_bf16(l[j] * inv);
+                scale_row_to_bf16(l, inv, o, V);
                 o[t] = to_bf16(l[t] * inv - scale);
               } else {
                 for (int64_t j = 0; j < V; ++j) l[j] *= inv;

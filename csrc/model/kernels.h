@@ -62,6 +62,8 @@ void sigmoid_row_f32(const float* g, float* s, int64_t n);
 // Row reductions compiled with reassociation allowed (so they vectorise); the order is fixed by
 // the binary, so results are still deterministic. Inputs must be finite.
 float row_max(const float* x, int64_t n);
+// out[j] = to_bf16(x[j] * s) (the softmax gradient's store in mixed precision).
+void scale_row_to_bf16(const float* x, float s, bf16_t* out, int64_t n);
 float row_sum(const float* x, int64_t n);
 float row_sumsq(const float* x, int64_t n);
 float row_dot(const float* a, const float* b, int64_t n);
