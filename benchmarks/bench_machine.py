@@ -8,6 +8,10 @@ Every other benchmark reports its speed as a fraction of these numbers.
 - numpy's single-threaded copy is shown beside ours as a peer.
 - GEMM: square N x N x N products through oneDNN matmul; peak = best over N.
   torch.matmul (MKL / oneDNN inside PyTorch) is timed beside it.
+- core peak: register-only loops of independent vfmadd231ps (f32; zmm, or ymm on AVX2) and
+  vdpbf16ps (bf16, AVX512_BF16 only) chains on every thread at once (_core.core_peak_gflops);
+  best of several runs. The GEMM peak is printed as a fraction of it: how much of the
+  hardware's arithmetic rate oneDNN reaches.
 
     python -m benchmarks.bench_machine [--quick]
 """
@@ -71,7 +75,18 @@ def measure(quick: bool = False, threads: int | None = None) -> dict[str, float]
             rows.append(row)
         peaks[dtype_name] = best
     limits = {"copy_gbs": copy_gbs, "triad_gbs": triad_gbs, "gemm_f32_gflops": peaks["f32"], "gemm_bf16_gflops": peaks["bf16"]}
-    print_table(rows, ["what", "GB/s", "GFLOP/s", "torch GFLOP/s", "ours/torch"])
+
+    instr = {"f32": "vfmadd231ps " + ("zmm" if _core.active_isa().startswith("avx512") else "ymm"), "bf16": "vdpbf16ps zmm"}
+    for dtype_name in ("f32", "bf16"):
+        if dtype_name == "bf16" and _core.active_isa() != "avx512_bf16":
+            rows.append({"what": "core peak bf16", "note": f"no bf16 instruction at ISA {_core.active_isa()}"})
+            continue
+        iters = 10_000_000 if quick else 50_000_000
+        core = max(_core.core_peak_gflops(dtype_name, iters) for _ in range(3 if quick else 7))
+        limits[f"core_{dtype_name}_gflops"] = core
+        rows.append({"what": f"core peak {dtype_name} ({instr[dtype_name]})", "GFLOP/s": core})
+        rows.append({"what": f"gemm {dtype_name} peak / core peak", "fraction": peaks[dtype_name] / core})
+    print_table(rows, ["what", "GB/s", "GFLOP/s", "torch GFLOP/s", "ours/torch", "fraction", "note"])
     print("limits:", json.dumps({k: round(v, 1) for k, v in limits.items()}))
     save_results("machine", rows, extra={"limits": limits, "quick": quick})
     return limits

@@ -14,11 +14,18 @@ One training step = zero_grad + forward + backward + AdamW over B x T tokens. Ro
 Correctness first: our loss and logits on the benchmark model must match transformers' (fp32).
 MFU = tokens/s * model.flops_per_token(T) / machine GEMM peak (fp32 or bf16 as the row's dtype),
 flops_per_token = 6 * N_matmul + 6 * n_layers * T * d_model (see Model.flops_per_token).
+Roofline (per preset/dtype): the step cannot beat model FLOPs / GEMM peak + the bytes every step
+streams through memory outside the GEMMs that we can count exactly from the code (see
+step_stream_bytes: zero_grad, the optimizer's norm and update passes, the bf16 weight refresh) /
+triad bandwidth; the same with the core's register-only peak (bench_machine) in place of oneDNN's
+GEMM peak; and the step time 1.3x torch.compile requires, so the table says whether that target
+is reachable at the measured peaks. Everything else (cross-entropy, norms, attention, element-wise
+passes) is on top of this bound.
 Our rows run in a fresh subprocess; peak RSS is its high-water mark (reset through
 /proc/self/clear_refs after imports) minus the RSS before the model was built; the lower bound is params + grads + AdamW state (16 bytes/param) + the activations
 a non-recomputing backward must keep (see activation_lower_bound).
 
-    python -m benchmarks.bench_model [--quick] [--presets 10m,nano] [--no-compile]
+    python -m benchmarks.bench_model [--quick] [--presets 10m,nano] [--dtypes fp32,bf16] [--no-compile]
 """
 
 from __future__ import annotations
@@ -73,6 +80,20 @@ def activation_lower_bound(cfg: Any, B: int, T: int) -> int:
     N, d, D = B * T, cfg.d_model, cfg.head_dim
     per_layer = N * (2 * d * 4 + es * (2 * d + 2 * cfg.n_heads * D + 2 * cfg.n_kv_heads * D + 2 * cfg.ffn_hidden))
     return cfg.n_layers * per_layer + N * d * (4 + es)
+
+
+def step_stream_bytes(n_params: int, dtype: str, optimizer: str) -> int:
+    """Bytes one training step streams through memory outside the GEMMs, counted from the code:
+
+    - Model.zero_grad: memset of the f32 gradients, 4 B/param (csrc/model/model.cpp);
+    - homeforge.optim.AdamW.step with its defaults (skip_nonfinite=True): one gradient-norm pass
+      reading g (4 B/param, Plan::grad_sumsq), then the fused update reading p, g, m, v and writing
+      p, m, v (28 B/param, csrc/optim/optim.h);
+    - bf16 only: Model::refresh_weights reads the f32 master weights and writes the bf16 copy
+      (4 + 2 = 6 B/param) at the start of forward_backward.
+    The numpy stand-in makes ~12 passes; it is counted as the fused update (a lower bound)."""
+    per_param = 4 + 28 + (4 if optimizer == "homeforge.optim.AdamW" else 0) + (6 if dtype == "bf16" else 0)
+    return per_param * n_params
 
 
 class NumpyAdamW:
@@ -182,7 +203,10 @@ def run_ours(name: str, dtype: str, V: int, B: int, T: int, quick: bool, threads
         opt.step()
 
     t = timeit(step, min_time=0.2 if quick else 1.0, min_runs=3, warmup=1)["median"]
-    return {"step_s": t, "peak_rss": (rss_peak() - base) if have_peak else None, "optimizer": label,
+    # The optimizer pass alone, for the roofline: the bandwidth it actually reaches (it can beat
+    # our triad kernel, which is plain SSE2 code).
+    t_opt = timeit(opt.step, min_time=0.1 if quick else 0.3, min_runs=3, warmup=0)["min"]
+    return {"step_s": t, "opt_s": t_opt, "peak_rss": (rss_peak() - base) if have_peak else None, "optimizer": label,
             "params": model.num_parameters(), "flops_per_token": model.flops_per_token(T),
             "lower_bound": 16 * model.num_parameters() + activation_lower_bound(cfg, B, T),
             "state_bytes": model.state_bytes()}
@@ -191,6 +215,7 @@ def run_ours(name: str, dtype: str, V: int, B: int, T: int, quick: bool, threads
 def main() -> None:
     p = parser(__doc__.splitlines()[0])
     p.add_argument("--presets", default=None, help="comma-separated presets (default 10m,nano; quick: 10m)")
+    p.add_argument("--dtypes", default="fp32,bf16", help="comma-separated dtypes (fp32, bf16)")
     p.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     p.add_argument("--compile-presets", default="10m",
                    help="presets timed under torch.compile too (compiling takes minutes on 2 cores; default 10m)")
@@ -220,12 +245,15 @@ def main() -> None:
         shapes["10m"] = (8192, 4, 128)
     do_compile = not args.no_compile and not args.quick
     rows: list[dict[str, Any]] = []
+    roof: list[dict[str, Any]] = []
     for name in presets:
         V, B, T = shapes[name]
         data = np.random.default_rng(0).integers(0, V, (B, T + 1))
         x, y = np.ascontiguousarray(data[:, :-1]), np.ascontiguousarray(data[:, 1:])
         check_correct(Model(ModelConfig.preset(name, vocab_size=V), seed=0), x, y)
-        for dtype in ("fp32", "bf16"):
+        for dtype in args.dtypes.split(","):
+            if dtype not in ("fp32", "bf16"):
+                raise SystemExit(f"--dtypes: unknown dtype {dtype!r} (fp32 or bf16)")
             cmd = [sys.executable, "-m", "benchmarks.bench_model", "--worker", f"{name},{dtype},{V},{B},{T}",
                    "--threads", str(threads)] + (["--quick"] if args.quick else [])
             proc = subprocess.run(cmd, capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
@@ -263,12 +291,33 @@ def main() -> None:
                              "ours_x": ours_tps / (B * T / tt), "note": f"first step {warm:.1f}s" if compiled else None})
                 del ref, step
                 gc.collect()
+            gemm_ms = fpt * B * T / (peak_gf * 1e9) * 1e3
+            core_gf = limits.get("core_bf16_gflops" if bf16 else "core_f32_gflops")
+            stream_b = step_stream_bytes(r["params"], dtype, r["optimizer"])
+            stream_ms = stream_b / (limits["triad_gbs"] * 1e9) * 1e3
+            comp = [x for x in rows if x["preset"] == name and x["dtype"] == dtype and x["impl"] == "torch.compile"
+                    and "step_ms" in x]
+            need = comp[0]["step_ms"] / 1.3 if comp else None
+            opt_bytes = step_stream_bytes(r["params"], "fp32", r["optimizer"]) - 4 * r["params"]  # norm + update
+            roof.append({"preset": name, "dtype": dtype, "GFLOP/step": fpt * B * T / 1e9,
+                         "opt_ms": r["opt_s"] * 1e3, "opt_GB/s": opt_bytes / r["opt_s"] / 1e9,
+                         "gemm_ms": gemm_ms, "stream_MB": stream_b / 1e6, "stream_ms": stream_ms,
+                         "bound_ms": gemm_ms + stream_ms,
+                         "bound_core_ms": fpt * B * T / (core_gf * 1e9) * 1e3 + stream_ms if core_gf else None,
+                         "ours_ms": t * 1e3, "ours/bound": t * 1e3 / (gemm_ms + stream_ms), "need_1.3x_ms": need,
+                         "reachable": None if need is None else ("yes" if gemm_ms + stream_ms <= need else "NO")})
             print_table([r for r in rows if r["preset"] == name and r["dtype"] == dtype],
                         ["preset", "dtype", "impl", "B", "T", "tok/s", "step_ms", "MFU", "ours_x", "peak_rss_MiB",
                          "lower_bound_MiB", "note"])
+    print("roofline: bound_ms = model FLOPs / GEMM peak + step_stream_bytes / triad; bound_core_ms uses the core's "
+          "register-only peak instead; need_1.3x_ms = torch.compile step / 1.3")
+    print_table(roof, ["preset", "dtype", "GFLOP/step", "gemm_ms", "stream_MB", "stream_ms", "bound_ms", "bound_core_ms",
+                       "ours_ms", "ours/bound", "need_1.3x_ms", "reachable", "opt_ms", "opt_GB/s"])
+    print(f"(opt_ms / opt_GB/s: homeforge AdamW.step alone, its norm + update bytes over its time; where opt_GB/s "
+          f"exceeds triad ({limits['triad_gbs']:.0f} GB/s), stream_ms and the bounds are conservative)")
     print(f"threads={threads}; GEMM peak fp32 {limits['gemm_f32_gflops']:.0f} / bf16 {limits['gemm_bf16_gflops']:.0f} "
           f"GFLOP/s; torch {torch.__version__}; homeforge {homeforge.__version__}")
-    save_results("model", rows, out=args.out, extra={"limits": limits, "quick": args.quick})
+    save_results("model", rows, out=args.out, extra={"limits": limits, "quick": args.quick, "roofline": roof})
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 /*
- * runtime.cpp: bindings for threads, ISA, versions, the shared GEMM and the bandwidth kernels.
+ * runtime.cpp: bindings for threads, ISA, versions, the shared GEMM, the bandwidth kernels and the
+ * core-peak loops.
  */
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -11,6 +12,7 @@
 #include "runtime/gemm.h"
 #include "runtime/onednn.h"
 #include "runtime/parallel.h"
+#include "runtime/peak.h"
 #include "runtime/stream.h"
 
 namespace hf_bind {
@@ -105,6 +107,12 @@ Registration reg("runtime", 0, [](py::module_& m) {
     py::gil_scoped_release r;
     hf::stream_triad(ap, bp, cp, s, n);
   }, py::arg("a"), py::arg("b"), py::arg("c"), py::arg("s"));
+  m.def("core_peak_gflops", [](const std::string& kind, int64_t iters) {
+    py::gil_scoped_release r;
+    return hf::core_peak_gflops(kind, iters);
+  }, py::arg("kind") = "f32", py::arg("iters") = 20'000'000,
+        "The core's arithmetic peak in GFLOP/s over all threads, from register-only loops: kind 'f32' "
+        "(vfmadd231ps zmm/ymm) or 'bf16' (vdpbf16ps, needs AVX512_BF16); iters per thread.");
   m.def("_threads_seen", [](const std::string& what, int64_t size) {
     // How many distinct threads ran `what` ("matmul": a size^3 oneDNN f32 GEMM; "parallel_for":
     // a busy parallel_for over `size` items). Used by tests to show set_num_threads governs both.

@@ -50,10 +50,12 @@ def ref_loss_grads(ref, tok, tgt, autocast: bool = False):
     return logits.detach().double().numpy(), loss.item(), grads
 
 
-@pytest.mark.parametrize("tie,n_kv,T", [(True, 2, 13), (False, 4, 13), (True, 4, 16), (False, 1, 7)],
-                         ids=["tied-gqa-oddT", "untied-mha", "tied-mha", "untied-mqa-T7"])
-def test_matches_transformers_fp32(tie, n_kv, T):
-    m = Model(tiny(tie_embeddings=tie, n_kv_heads=n_kv), seed=3)
+@pytest.mark.parametrize("tie,n_kv,T,heads", [(True, 2, 13, 4), (False, 4, 13, 4), (True, 4, 16, 4), (False, 1, 7, 4),
+                                              (True, 1, 11, 1)],
+                         ids=["tied-gqa-oddT", "untied-mha", "tied-mha", "untied-mqa-T7", "tied-head32"])
+def test_matches_transformers_fp32(tie, n_kv, T, heads):
+    # heads=1 gives head_dim 32: the AVX-512 RoPE loops (D % 32 == 0) rather than the SSE2 ones.
+    m = Model(tiny(tie_embeddings=tie, n_kv_heads=n_kv, n_heads=heads), seed=3)
     ref = reference(m)
     rng = np.random.default_rng(T)
     tok = rng.integers(0, 97, (3, T))
@@ -124,6 +126,29 @@ def test_bf16_within_torch_autocast_error():
         e_torch = np.linalg.norm(grads_tb[name] - grads64[name])
         assert e_ours <= 4 * e_torch + 1e-3 * np.linalg.norm(grads64[name]), (name, e_ours, e_torch)
         assert e_ours <= 0.1 * np.linalg.norm(grads64[name]), name
+
+
+def test_bf16_chunked_cross_entropy_groups():
+    """A vocabulary large enough that the fused cross-entropy runs 64-row chunks (32 MiB of f32
+    logits / (4 V)) and keeps the bf16 dlogits of 4 chunks per dW GEMM (64 MiB / (2 V)): 6 chunks,
+    2 groups, the second one partial, with a whole chunk of ignored targets. Loss and gradients
+    must match torch (float32 reference) within bf16 error."""
+    V = 131072
+    cfg = tiny(vocab_size=V, dtype="bf16", d_model=64, n_heads=2, n_kv_heads=1, ffn_hidden=32, n_layers=1,
+               max_seq_len=128)  # head_dim 32: also the AVX-512 bf16 RoPE loops
+    m = Model(cfg, seed=5)
+    rng = np.random.default_rng(6)
+    B, T = 3, 110  # N = 330 rows: chunks of 64 -> 5 full + 10 rows; groups of 256 + 74 rows
+    tok = rng.integers(0, V, (B, T))
+    tgt = rng.integers(0, V, (B, T))
+    tgt.reshape(-1)[64:128] = -100  # the second chunk has no valid target
+    tgt[2, 5:9] = -100
+    _, loss32, grads32 = ref_loss_grads(reference(m, torch.float32), tok, tgt)
+    loss = m.forward_backward(tok, tgt)
+    assert abs(loss - loss32) <= 1e-3 * abs(loss32), (loss, loss32)
+    for name, g in m.named_grads().items():
+        err = np.linalg.norm(g - grads32[name])
+        assert err <= 1e-2 * np.linalg.norm(grads32[name]), (name, err, np.linalg.norm(grads32[name]))
 
 
 def test_finite_differences():
@@ -354,12 +379,21 @@ def test_init_and_presets():
 def test_isa_fallbacks_agree(isa, restore_threads):
     """The SSE2 row kernels (and the attention fallbacks) give the same loss and gradients as the
     AVX-512 ones, up to f32 rounding."""
-    from homeforge import _core
-
     rng = np.random.default_rng(5)
     tok = rng.integers(0, 97, (2, 12))
     tgt = rng.integers(0, 97, (2, 12))
-    a, b = Model(tiny(), seed=2), Model(tiny(), seed=2)
+    # head_dim 8 (the SSE2 RoPE loops everywhere) and 32 (AVX-512 RoPE vs its fallback).
+    for cfg in (tiny(), tiny(n_heads=1, n_kv_heads=1)):
+        _isa_pair_agrees(cfg, tok, tgt, isa)
+
+
+def _isa_pair_agrees(cfg, tok, tgt, isa):
+    import os
+
+    from homeforge import _core
+
+    _core.set_isa_limit(os.environ.get("HOMEFORGE_ISA", "avx512_bf16"))  # as the restore_threads fixture does
+    a, b = Model(cfg, seed=2), Model(cfg, seed=2)
     la = a.forward_backward(tok, tgt)
     _core.set_isa_limit(isa)
     lb = b.forward_backward(tok, tgt)

@@ -136,3 +136,29 @@ def test_serial_backend_gives_identical_results(restore_threads):
     _core.stream_triad(c2, a, b, 2.0)
     assert np.array_equal(c, c2)
     np.testing.assert_array_equal(c, a + 2.0 * b)
+
+
+@pytest.mark.parametrize("isa", ["avx512_bf16", "avx512", "avx2", "scalar"])
+def test_core_peak_is_positive_finite_at_every_isa(isa, restore_threads):
+    # Register-only loops; no timing is asserted, only that each ISA path runs and reports a rate.
+    _core.set_isa_limit(isa)
+    for threads in (1, 2):
+        _core.set_num_threads(threads)
+        f32 = _core.core_peak_gflops("f32", 20_000)
+        assert np.isfinite(f32) and f32 > 0
+        if _core.active_isa() == "avx512_bf16":
+            bf16 = _core.core_peak_gflops("bf16", 20_000)
+            assert np.isfinite(bf16) and bf16 > 0
+        else:
+            with pytest.raises(ValueError, match="'bf16' needs AVX512_BF16"):
+                _core.core_peak_gflops("bf16", 20_000)
+
+
+def test_core_peak_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="kind must be 'f32' or 'bf16', got 'f64'"):
+        _core.core_peak_gflops("f64", 1000)
+    for iters in (0, -5):
+        with pytest.raises(ValueError, match="iters must be in"):
+            _core.core_peak_gflops("f32", iters)
+    with pytest.raises(TypeError):
+        _core.core_peak_gflops("f32", "many")

@@ -62,6 +62,8 @@ void sigmoid_row_f32(const float* g, float* s, int64_t n);
 // Row reductions compiled with reassociation allowed (so they vectorise); the order is fixed by
 // the binary, so results are still deterministic. Inputs must be finite.
 float row_max(const float* x, int64_t n);
+// out[j] = to_bf16(x[j] * s) (the softmax gradient's store in mixed precision).
+void scale_row_to_bf16(const float* x, float s, bf16_t* out, int64_t n);
 float row_sum(const float* x, int64_t n);
 float row_sumsq(const float* x, int64_t n);
 float row_dot(const float* a, const float* b, int64_t n);
@@ -113,8 +115,11 @@ void swiglu_backward(const void* dact, const void* gu, int64_t N, int64_t F, voi
 // written over the chunk's logits (cast to `ht`), then dh[chunk] = dlogits W (f32) and
 // dW += dlogits^T h[chunk] (f32, accumulated). Targets of -100 contribute nothing.
 // Returns the SUM of per-token losses (double) over valid targets. `work` must hold
-// ce_workspace_bytes(chunk, V, ht) bytes.
-int64_t ce_workspace_bytes(int64_t chunk, int64_t V, DType ht);
+// ce_workspace_bytes(chunk, N, V, ht, dh != nullptr) bytes. In bf16 with a gradient, dW is
+// updated once per group of ce_group_rows(chunk, N, V, ht) rows (a multiple of chunk, or N;
+// bf16 dlogits of up to 64 MiB are kept) rather than once per chunk.
+int64_t ce_group_rows(int64_t chunk, int64_t N, int64_t V, DType ht);
+int64_t ce_workspace_bytes(int64_t chunk, int64_t N, int64_t V, DType ht, bool with_grad);
 double cross_entropy_fused(const void* h, const void* W, const int32_t* targets, int64_t N, int64_t d, int64_t V,
                            DType ht, int64_t chunk, float scale, float* dh, float* dW, void* work);
 

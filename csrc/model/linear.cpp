@@ -44,6 +44,7 @@ void exp_shift_inplace_avx512(float* x, int64_t n, float shift);
 void sigmoid_row_avx512(const float* g, float* out, int64_t n);
 float row_max_avx512(const float* x, int64_t n);
 float row_sum_avx512(const float* x, int64_t n);
+void scale_row_to_bf16_avx512(const float* x, float s, bf16_t* out, int64_t n);
 
 static bool use_avx512() { return active_isa() >= Isa::avx512; }
 
@@ -76,6 +77,11 @@ HF_REASSOC static float row_sum_generic(const float* x, int64_t n) {
   float s = 0.0f;
   for (int64_t i = 0; i < n; ++i) s += x[i];
   return s;
+}
+
+void scale_row_to_bf16(const float* x, float s, bf16_t* out, int64_t n) {
+  if (use_avx512()) return scale_row_to_bf16_avx512(x, s, out, n);
+  for (int64_t j = 0; j < n; ++j) out[j] = to_bf16(x[j] * s);
 }
 
 float row_max(const float* x, int64_t n) { return use_avx512() ? row_max_avx512(x, n) : row_max_generic(x, n); }

@@ -156,11 +156,12 @@ int64_t Model::layout(Plan& p, char* base, int64_t B, int64_t T, bool train) con
   p.rstdf = reinterpret_cast<float*>(take(N * 4));
   p.qkvf = reinterpret_cast<float*>(take(N * (Hd + 2 * Kd) * 4));
   p.y = reinterpret_cast<float*>(take(N * d * 4));
-  // Cross-entropy chunk: ~32 MiB of f32 logits at a time (at least 64 rows). Each chunk re-reads
-  // and re-writes the (V, d) f32 gradient of the output matrix in its dW GEMM, so chunks should
-  // not be too small either: 32 MiB keeps that traffic a few % of the head's GEMM time.
+  // Cross-entropy chunk: ~32 MiB of f32 logits at a time (at least 64 rows). In f32 each chunk
+  // re-reads and re-writes the (V, d) f32 gradient of the output matrix in its dW GEMM, so chunks
+  // should not be too small either; in bf16 (with a gradient) the dW GEMM runs once per group of
+  // chunks instead (ce_group_rows: up to 64 MiB of bf16 dlogits kept).
   p.ce_chunk = std::min<int64_t>(N, std::max<int64_t>(64, (int64_t(32) << 20) / (4 * V)));
-  p.ce_work = take(ce_workspace_bytes(p.ce_chunk, V, cfg_.dtype));
+  p.ce_work = take(ce_workspace_bytes(p.ce_chunk, N, V, cfg_.dtype, train));
   if (train) {
     p.dx = reinterpret_cast<float*>(take(N * d * 4));
     p.dh = reinterpret_cast<float*>(take(N * d * 4));

@@ -1,6 +1,7 @@
 /*
  * rowops_avx512.cpp: the AVX-512 versions of the model's row helpers (kernels.h):
- * exp(x - shift) in place (softmax), sigmoid (SwiGLU), max and sum of a row.
+ * exp(x - shift) in place (softmax), sigmoid (SwiGLU), max and sum of a row, and the softmax
+ * gradient's scale-and-round to bf16 (bitwise the scalar to_bf16(x * s)).
  *
  * Same fast_exp as kernels.h (clamp, round-to-nearest via 1.5*2^23, Cody-Waite, degree-6
  * polynomial), 16 lanes at a time; the clamp maps to vminps/vmaxps, which the compiler will not
@@ -14,6 +15,7 @@
 #include <cstdint>
 
 #include "model/kernels.h"
+#include "model/vec512.h"
 
 namespace hf::model {
 namespace {
@@ -95,6 +97,13 @@ float row_sum_avx512(const float* x, int64_t n) {
   for (; j + 16 <= n; j += 16) a = _mm512_add_ps(a, _mm512_loadu_ps(x + j));
   if (j < n) a = _mm512_add_ps(a, _mm512_maskz_loadu_ps(tail_mask(n - j), x + j));
   return hsum(_mm512_add_ps(a, b));
+}
+
+void scale_row_to_bf16_avx512(const float* x, float s, bf16_t* out, int64_t n) {
+  const __m512 sv = _mm512_set1_ps(s);
+  int64_t j = 0;
+  for (; j + 16 <= n; j += 16) v512::store16(out + j, _mm512_mul_ps(_mm512_loadu_ps(x + j), sv));
+  for (; j < n; ++j) out[j] = to_bf16(x[j] * s);
 }
 
 }  // namespace hf::model

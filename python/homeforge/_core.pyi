@@ -6,7 +6,7 @@ import collections.abc
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['Bpe', 'BpeBase', 'BpeTrainer', 'LlamaModel', 'active_isa', 'attention', 'attention_backward', 'default_num_threads', 'detected_isa', 'gemm', 'gemm_cache_size', 'num_threads', 'onednn_cpu_runtime', 'onednn_version', 'pattern_regex', 'pretokenize', 'pretokenize_count', 'serial_backend', 'set_isa_limit', 'set_num_threads', 'set_serial_backend', 'stream_copy', 'stream_triad', 'tbb_version', 'unicode_version']
+__all__: list[str] = ['Bpe', 'BpeBase', 'BpeTrainer', 'LlamaModel', 'active_isa', 'attention', 'attention_backward', 'core_peak_gflops', 'default_num_threads', 'detected_isa', 'gemm', 'gemm_cache_size', 'num_threads', 'onednn_cpu_runtime', 'onednn_version', 'pattern_regex', 'pretokenize', 'pretokenize_count', 'serial_backend', 'set_isa_limit', 'set_num_threads', 'set_serial_backend', 'stream_copy', 'stream_triad', 'tbb_version', 'unicode_version']
 class BpeBase:
     pass
 class Bpe(BpeBase):
@@ -151,6 +151,10 @@ def attention(q: typing.Any, k: typing.Any, v: typing.Any, causal: bool = True, 
 def attention_backward(dout: typing.Any, q: typing.Any, k: typing.Any, v: typing.Any, out: typing.Any, lse: typing.Any, causal: bool = True, scale: typing.SupportsFloat | typing.SupportsIndex = 0.0) -> tuple:
     """
     Fused attention backward (FlashAttention-2): (dq, dk, dv).
+    """
+def core_peak_gflops(kind: str = 'f32', iters: typing.SupportsInt | typing.SupportsIndex = 20000000) -> float:
+    """
+    The core's arithmetic peak in GFLOP/s over all threads, from register-only loops: kind 'f32' (vfmadd231ps zmm/ymm) or 'bf16' (vdpbf16ps, needs AVX512_BF16); iters per thread.
     """
 def default_num_threads() -> int:
     ...
