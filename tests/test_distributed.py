@@ -275,3 +275,21 @@ def test_two_rank_zero1_checkpoint_resumes_in_local_strategy(tmp_path):
         st.train_step(batches_for(spec, step, 0, 1), d["lr"])
     ref = reference(spec, 6)
     np.testing.assert_allclose(model.flat_params(), ref, rtol=0, atol=3e-5)
+
+
+def test_dist_config_from_a_run_config_takes_every_distributed_and_optim_key():
+    # make_strategy(run_config, model) and the trainer's strategy must see the same settings: every
+    # [distributed] key set in the run config, the optimizer keys from [optim], defaults elsewhere.
+    from homeforge.config import RunConfig
+    from homeforge.distributed import DEFAULT_BUCKET_MB, DistConfig
+
+    dist = {"mode": "diloco", "diloco_h": 7, "wire_dtype": "bf16", "checksum_every": 3, "overlap": False,
+            "outer_lr": 0.5, "outer_momentum": 0.8, "outer_nesterov": False, "inner_optimizer": "sgd",
+            "timeout_s": 12.0, "straggler_ratio": 2.0}
+    rc = RunConfig.from_dict({"distributed": dist, "optim": {"lr": 0.02, "weight_decay": 0.05, "max_grad_norm": 0.5}})
+    d = DistConfig.from_any(rc)
+    assert {k: getattr(d, k) for k in dist} == dist
+    assert (d.lr, d.weight_decay, d.max_grad_norm, d.bucket_mb) == (0.02, 0.05, 0.5, DEFAULT_BUCKET_MB)
+    assert DistConfig.from_any(RunConfig.from_dict({"distributed": {"mode": "none"}})).mode == "ddp"
+    with pytest.raises(ValueError, match="wire_dtype"):
+        DistConfig.from_any(RunConfig.from_dict({"distributed": {"wire_dtype": "fp8"}}))

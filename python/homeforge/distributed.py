@@ -172,8 +172,8 @@ class DistConfig:
             out = cls()
         elif isinstance(cfg, cls):
             out = dataclasses.replace(cfg)
-        elif hasattr(cfg, "distributed") and hasattr(cfg, "optim"):
-            out = cls(**_from_run_config(cfg))
+        elif hasattr(cfg, "distributed") and hasattr(cfg, "optim"):  # a homeforge.config.RunConfig
+            return cls.from_any(cfg.distributed.strategy_config(cfg), strict=strict)
         else:
             names = [f.name for f in dataclasses.fields(cls)]
             if isinstance(cfg, Mapping):
@@ -230,30 +230,6 @@ class DistConfig:
         if not isinstance(b, (tuple, list)) or len(b) != 2 or not all(isinstance(x, (int, float)) and 0 <= x < 1 for x in b):
             raise ValueError(f"distributed config key 'betas' must be two numbers in [0, 1), got {b!r}")
         self.betas = (float(b[0]), float(b[1]))
-
-
-def _from_run_config(run: Any) -> dict[str, Any]:
-    """DistConfig keys from a homeforge.config.RunConfig ([distributed], [optim], train.threads)."""
-    d, o = run.distributed, run.optim
-    name = getattr(o, "name", "adamw")
-    if name != "adamw":
-        raise ValueError(f"config key optim.name = {name!r}: the MPI strategies (ddp, zero1, diloco) train with AdamW")
-    out: dict[str, Any] = {
-        "mode": "ddp" if d.mode == "none" else d.mode,
-        "lr": o.lr, "betas": tuple(o.betas), "eps": o.eps, "weight_decay": o.weight_decay,
-        "max_grad_norm": o.max_grad_norm, "nonfinite": getattr(o, "nonfinite", "skip"),
-    }
-    for theirs, mine in (("bucket_mb", "bucket_mb"), ("diloco_inner_steps", "diloco_h"), ("diloco_outer_lr", "outer_lr"),
-                         ("diloco_outer_momentum", "outer_momentum"), ("check_every", "checksum_every"),
-                         ("timeout_s", "timeout_s")):
-        if hasattr(d, theirs):
-            out[mine] = getattr(d, theirs)
-    if getattr(d, "diloco_bf16", False):
-        out["wire_dtype"] = "bf16"
-    train = getattr(run, "train", None)
-    if train is not None and getattr(train, "threads", None) is not None:
-        out["threads"] = 0  # the trainer already set them
-    return out
 
 
 # ------------------------------------------------------------------------------------ MPI layer
