@@ -151,6 +151,46 @@ def test_bf16_chunked_cross_entropy_groups():
         assert err <= 1e-2 * np.linalg.norm(grads32[name]), (name, err, np.linalg.norm(grads32[name]))
 
 
+@pytest.mark.parametrize("dtype,tie", [("fp32", True), ("fp32", False), ("bf16", True), ("bf16", False)])
+def test_head_gradient_vocab_blocks_accumulate(dtype, tie):
+    """The LM-head weight gradient is computed in vocabulary blocks (2048 rows of dW per GEMM): an
+    odd vocabulary (the last block partial), several 64-row chunks (and in bf16 two dW groups),
+    ignored targets, and two forward_backward calls that must add up. Loss and every gradient
+    against torch (float32) of the sum of both batches' losses."""
+    V = 131071
+    cfg = tiny(vocab_size=V, dtype=dtype, d_model=32, n_heads=1, n_kv_heads=1, ffn_hidden=32, n_layers=1,
+               max_seq_len=128, tie_embeddings=tie)
+    m = Model(cfg, seed=8)
+    ref = reference(m, torch.float32)
+    rng = np.random.default_rng(9)
+    B, T = 3, 110  # N = 330 rows: chunks 64 x 5 + 10; bf16 dW groups of 256 + 74 rows
+    batches = []
+    for _ in range(2):
+        tok = rng.integers(0, V, (B, T))
+        tgt = rng.integers(0, V, (B, T))
+        tgt[:, ::7] = V - 1  # the last (partial) vocabulary block gets gradient from targets too
+        tgt.reshape(-1)[128:192] = -100  # the third chunk has no valid target
+        tgt[0, 3:6] = -100
+        batches.append((tok, tgt))
+    refs = [ref_loss_grads(ref, tok, tgt) for tok, tgt in batches]
+    m.zero_grad()
+    for (tok, tgt), (_, loss_ref, _) in zip(batches, refs):
+        loss = m.forward_backward(tok, tgt)
+        assert loss == pytest.approx(loss_ref, rel=1e-5 if dtype == "fp32" else 1e-3)
+    head = "model.embed_tokens.weight" if tie else "lm_head.weight"
+    grads = m.named_grads()
+    for name, g in grads.items():
+        gr = refs[0][2][name] + refs[1][2][name]
+        if dtype == "fp32":
+            err = np.abs(g - gr).max() / (np.abs(gr).max() + 1e-12)
+            assert err < 1e-4, (name, err)
+        else:
+            err = np.linalg.norm(g - gr)
+            assert err <= 1e-2 * np.linalg.norm(gr), (name, err, np.linalg.norm(gr))
+    # Rows of the last, partial block (and the rest) are really written, not left at zero.
+    assert np.abs(grads[head][-2048:]).max() > 0.1 * np.abs(grads[head]).max()
+
+
 def test_finite_differences():
     """Directional derivatives of the loss (central differences on the f32 buffer, loss summed in
     double) against g . v, for random directions and single coordinates of a tiny model."""
