@@ -191,6 +191,42 @@ def test_head_gradient_vocab_blocks_accumulate(dtype, tie):
     assert np.abs(grads[head][-2048:]).max() > 0.1 * np.abs(grads[head]).max()
 
 
+@pytest.mark.parametrize("kw", [dict(), dict(dtype="bf16", tie_embeddings=False, recompute=True),
+                                dict(vocab_size=131071, d_model=32, n_heads=1, n_kv_heads=1, max_seq_len=128),
+                                dict(vocab_size=131071, d_model=32, n_heads=1, n_kv_heads=1, max_seq_len=128,
+                                     dtype="bf16", tie_embeddings=False)],
+                         ids=["fp32", "bf16-untied-recompute", "fp32-bigV", "bf16-bigV-untied"])
+def test_first_backward_after_zero_grad_is_bitwise_the_accumulating_one(kw):
+    """After zero_grad() the next forward_backward writes the GEMM weight gradients with beta = 0
+    instead of adding to the zeros. It must give bitwise the gradients of the accumulating path
+    (here reached by a first call whose targets are all ignored: it adds exact zeros), with the
+    buffer filled with NaN before zero_grad(), and later calls must still accumulate."""
+    cfg = tiny(**kw)
+    V = cfg.vocab_size
+    rng = np.random.default_rng(10)
+    B, T = (3, 110) if V > 1000 else (2, 13)  # big V: several chunks (and bf16 dW groups)
+    tok = [rng.integers(0, V, (B, T)) for _ in range(2)]
+    tgt = [rng.integers(0, V, (B, T)) for _ in range(2)]
+    tgt[0][0, :5] = -100
+    fast, slow = Model(cfg, seed=11), Model(cfg, seed=11)
+    fast.flat_grads()[:] = np.nan
+    fast.zero_grad()
+    slow.zero_grad()
+    assert np.isnan(slow.forward_backward(tok[0], np.full((B, T), -100)))  # adds zeros, no loss
+    assert not slow.flat_grads().any()
+    for i in range(2):
+        assert fast.forward_backward(tok[i], tgt[i]) == slow.forward_backward(tok[i], tgt[i])
+        np.testing.assert_array_equal(fast.flat_grads(), slow.flat_grads())
+        assert np.isfinite(fast.flat_grads()).all()
+        if i == 0:
+            once = fast.flat_grads().copy()
+    # The second call added (it did not overwrite): the sum differs from either call alone.
+    fast.zero_grad()
+    fast.forward_backward(tok[1], tgt[1])
+    np.testing.assert_allclose(once + fast.flat_grads(), slow.flat_grads(), rtol=1e-5, atol=1e-7)
+    assert np.abs(slow.flat_grads() - once).max() > 1e-3 * np.abs(once).max()
+
+
 def test_finite_differences():
     """Directional derivatives of the loss (central differences on the f32 buffer, loss summed in
     double) against g . v, for random directions and single coordinates of a tiny model."""
