@@ -151,6 +151,82 @@ def test_bf16_chunked_cross_entropy_groups():
         assert err <= 1e-2 * np.linalg.norm(grads32[name]), (name, err, np.linalg.norm(grads32[name]))
 
 
+@pytest.mark.parametrize("dtype,tie", [("fp32", True), ("fp32", False), ("bf16", True), ("bf16", False)])
+def test_head_gradient_vocab_blocks_accumulate(dtype, tie):
+    """The LM-head weight gradient is computed in vocabulary blocks (2048 rows of dW per GEMM): an
+    odd vocabulary (the last block partial), several 64-row chunks (and in bf16 two dW groups),
+    ignored targets, and two forward_backward calls that must add up. Loss and every gradient
+    against torch (float32) of the sum of both batches' losses."""
+    V = 131071
+    cfg = tiny(vocab_size=V, dtype=dtype, d_model=32, n_heads=1, n_kv_heads=1, ffn_hidden=32, n_layers=1,
+               max_seq_len=128, tie_embeddings=tie)
+    m = Model(cfg, seed=8)
+    ref = reference(m, torch.float32)
+    rng = np.random.default_rng(9)
+    B, T = 3, 110  # N = 330 rows: chunks 64 x 5 + 10; bf16 dW groups of 256 + 74 rows
+    batches = []
+    for _ in range(2):
+        tok = rng.integers(0, V, (B, T))
+        tgt = rng.integers(0, V, (B, T))
+        tgt[:, ::7] = V - 1  # the last (partial) vocabulary block gets gradient from targets too
+        tgt.reshape(-1)[128:192] = -100  # the third chunk has no valid target
+        tgt[0, 3:6] = -100
+        batches.append((tok, tgt))
+    refs = [ref_loss_grads(ref, tok, tgt) for tok, tgt in batches]
+    m.zero_grad()
+    for (tok, tgt), (_, loss_ref, _) in zip(batches, refs):
+        loss = m.forward_backward(tok, tgt)
+        assert loss == pytest.approx(loss_ref, rel=1e-5 if dtype == "fp32" else 1e-3)
+    head = "model.embed_tokens.weight" if tie else "lm_head.weight"
+    grads = m.named_grads()
+    for name, g in grads.items():
+        gr = refs[0][2][name] + refs[1][2][name]
+        if dtype == "fp32":
+            err = np.abs(g - gr).max() / (np.abs(gr).max() + 1e-12)
+            assert err < 1e-4, (name, err)
+        else:
+            err = np.linalg.norm(g - gr)
+            assert err <= 1e-2 * np.linalg.norm(gr), (name, err, np.linalg.norm(gr))
+    # Rows of the last, partial block (and the rest) are really written, not left at zero.
+    assert np.abs(grads[head][-2048:]).max() > 0.1 * np.abs(grads[head]).max()
+
+
+@pytest.mark.parametrize("kw", [dict(), dict(dtype="bf16", tie_embeddings=False, recompute=True),
+                                dict(vocab_size=131071, d_model=32, n_heads=1, n_kv_heads=1, max_seq_len=128),
+                                dict(vocab_size=131071, d_model=32, n_heads=1, n_kv_heads=1, max_seq_len=128,
+                                     dtype="bf16", tie_embeddings=False)],
+                         ids=["fp32", "bf16-untied-recompute", "fp32-bigV", "bf16-bigV-untied"])
+def test_first_backward_after_zero_grad_is_bitwise_the_accumulating_one(kw):
+    """After zero_grad() the next forward_backward writes the GEMM weight gradients with beta = 0
+    instead of adding to the zeros. It must give bitwise the gradients of the accumulating path
+    (here reached by a first call whose targets are all ignored: it adds exact zeros), with the
+    buffer filled with NaN before zero_grad(), and later calls must still accumulate."""
+    cfg = tiny(**kw)
+    V = cfg.vocab_size
+    rng = np.random.default_rng(10)
+    B, T = (3, 110) if V > 1000 else (2, 13)  # big V: several chunks (and bf16 dW groups)
+    tok = [rng.integers(0, V, (B, T)) for _ in range(2)]
+    tgt = [rng.integers(0, V, (B, T)) for _ in range(2)]
+    tgt[0][0, :5] = -100
+    fast, slow = Model(cfg, seed=11), Model(cfg, seed=11)
+    fast.flat_grads()[:] = np.nan
+    fast.zero_grad()
+    slow.zero_grad()
+    assert np.isnan(slow.forward_backward(tok[0], np.full((B, T), -100)))  # adds zeros, no loss
+    assert not slow.flat_grads().any()
+    for i in range(2):
+        assert fast.forward_backward(tok[i], tgt[i]) == slow.forward_backward(tok[i], tgt[i])
+        np.testing.assert_array_equal(fast.flat_grads(), slow.flat_grads())
+        assert np.isfinite(fast.flat_grads()).all()
+        if i == 0:
+            once = fast.flat_grads().copy()
+    # The second call added (it did not overwrite): the sum differs from either call alone.
+    fast.zero_grad()
+    fast.forward_backward(tok[1], tgt[1])
+    np.testing.assert_allclose(once + fast.flat_grads(), slow.flat_grads(), rtol=1e-5, atol=1e-7)
+    assert np.abs(slow.flat_grads() - once).max() > 1e-3 * np.abs(once).max()
+
+
 def test_finite_differences():
     """Directional derivatives of the loss (central differences on the f32 buffer, loss summed in
     double) against g . v, for random directions and single coordinates of a tiny model."""

@@ -117,11 +117,13 @@ void swiglu_backward(const void* dact, const void* gu, int64_t N, int64_t F, voi
 // Returns the SUM of per-token losses (double) over valid targets. `work` must hold
 // ce_workspace_bytes(chunk, N, V, ht, dh != nullptr) bytes. In bf16 with a gradient, dW is
 // updated once per group of ce_group_rows(chunk, N, V, ht) rows (a multiple of chunk, or N;
-// bf16 dlogits of up to 64 MiB are kept) rather than once per chunk.
+// bf16 dlogits of up to 64 MiB are kept) rather than once per chunk. dW_zero: dW is known to be
+// all zeros (zero_grad, nothing written since): the first dW GEMM overwrites instead of adding.
 int64_t ce_group_rows(int64_t chunk, int64_t N, int64_t V, DType ht);
 int64_t ce_workspace_bytes(int64_t chunk, int64_t N, int64_t V, DType ht, bool with_grad);
 double cross_entropy_fused(const void* h, const void* W, const int32_t* targets, int64_t N, int64_t d, int64_t V,
-                           DType ht, int64_t chunk, float scale, float* dh, float* dW, void* work);
+                           DType ht, int64_t chunk, float scale, float* dh, float* dW, void* work,
+                           bool dW_zero = false);
 
 }  // namespace hf::model
 
@@ -134,7 +136,9 @@ void linear_forward(const void* x, const void* W, int64_t N, int64_t in, int64_t
 // dx (N, in) = dy (N, out) W + beta * dx.
 void linear_backward_input(const void* dy, const void* W, int64_t N, int64_t in, int64_t out, DType ab, void* dx,
                            DType ct, float beta = 0.0f);
-// dW (out, in) f32 += dy^T (out, N) x (N, in): accumulated into the flat f32 gradient buffer.
-void linear_backward_weight(const void* dy, const void* x, int64_t N, int64_t in, int64_t out, DType ab, float* dW);
+// dW (out, in) f32 = dy^T (out, N) x (N, in) + beta * dW: accumulated (beta = 1) into the flat f32
+// gradient buffer, or written (beta = 0) when the region is known to hold zeros.
+void linear_backward_weight(const void* dy, const void* x, int64_t N, int64_t in, int64_t out, DType ab, float* dW,
+                            float beta = 1.0f);
 
 }  // namespace hf::model

@@ -130,7 +130,8 @@ void linear_backward_input(const void* dy, const void* W, int64_t N, int64_t in,
   gemm(s, dy, W, dx);
 }
 
-void linear_backward_weight(const void* dy, const void* x, int64_t N, int64_t in, int64_t out, DType ab, float* dW) {
+void linear_backward_weight(const void* dy, const void* x, int64_t N, int64_t in, int64_t out, DType ab, float* dW,
+                            float beta) {
   GemmShape s;
   s.M = out;
   s.N = in;
@@ -138,7 +139,7 @@ void linear_backward_weight(const void* dy, const void* x, int64_t N, int64_t in
   s.trans_a = true;
   s.ab_type = ab;
   s.c_type = DType::f32;
-  s.beta = 1.0f;
+  s.beta = beta;
   gemm(s, dy, x, dW);
 }
 

@@ -99,6 +99,7 @@ Model::Model(const Config& c) : cfg_(c) {
 void Model::zero_grad() {
   float* g = grads();
   parallel_for(0, n_params_, 1 << 16, [&](int64_t lo, int64_t hi) { std::memset(g + lo, 0, size_t(hi - lo) * 4); });
+  grads_zero_ = true;
 }
 
 int64_t Model::state_bytes() const { return params_.bytes + grads_.bytes + wbf_.bytes + work_.bytes + kv_.bytes; }
@@ -224,7 +225,7 @@ void Model::layer_forward(int64_t l, const Plan& p, const Slot& s, const float* 
   }
 }
 
-void Model::layer_backward(int64_t l, const Plan& p, const Slot& s, const float* x_in) {
+void Model::layer_backward(int64_t l, const Plan& p, const Slot& s, const float* x_in, float wbeta) {
   const int64_t B = p.B, T = p.T, N = B * T, d = cfg_.d_model, D = cfg_.head_dim(), H = cfg_.n_heads,
                 Hkv = cfg_.n_kv_heads, Hd = H * D, Kd = Hkv * D, F = cfg_.ffn_hidden;
   const DType A = cfg_.dtype;
@@ -234,7 +235,7 @@ void Model::layer_backward(int64_t l, const Plan& p, const Slot& s, const float*
   void* copy = A == DType::bf16 ? p.dxc : nullptr;
   // MLP: p.dxc holds d loss / d (xmid + y_down) in the GEMM dtype.
   { HF_PHASE("linear_backward_weight");
-  linear_backward_weight(p.dxc, s.act, N, F, d, A, G + lb + lo_.wdown);
+  linear_backward_weight(p.dxc, s.act, N, F, d, A, G + lb + lo_.wdown, wbeta);
   }
   { HF_PHASE("linear_backward_input");
   linear_backward_input(p.dxc, W(lb + lo_.wdown), N, F, d, A, p.dact_att, A);
@@ -243,7 +244,7 @@ void Model::layer_backward(int64_t l, const Plan& p, const Slot& s, const float*
   swiglu_backward(p.dact_att, s.gu, N, F, p.dgu_qkv, A);
   }
   { HF_PHASE("linear_backward_weight");
-  linear_backward_weight(p.dgu_qkv, s.h2, N, d, 2 * F, A, G + lb + lo_.wgate);
+  linear_backward_weight(p.dgu_qkv, s.h2, N, d, 2 * F, A, G + lb + lo_.wgate, wbeta);
   }
   { HF_PHASE("linear_backward_input");
   linear_backward_input(p.dgu_qkv, W(lb + lo_.wgate), N, d, 2 * F, A, p.dh, DType::f32);
@@ -253,7 +254,7 @@ void Model::layer_backward(int64_t l, const Plan& p, const Slot& s, const float*
   }
   // Attention.
   { HF_PHASE("linear_backward_weight");
-  linear_backward_weight(p.dxc, s.att, N, Hd, d, A, G + lb + lo_.wo);
+  linear_backward_weight(p.dxc, s.att, N, Hd, d, A, G + lb + lo_.wo, wbeta);
   }
   { HF_PHASE("linear_backward_input");
   linear_backward_input(p.dxc, W(lb + lo_.wo), N, Hd, d, A, p.dact_att, A);
@@ -267,7 +268,7 @@ void Model::layer_backward(int64_t l, const Plan& p, const Slot& s, const float*
   rope_qkv_backward(p.dq, p.dk, p.dv, B, T, H, Hkv, D, {rope_cos_.data(), rope_sin_.data()}, p.dgu_qkv, A);
   }
   { HF_PHASE("linear_backward_weight");
-  linear_backward_weight(p.dgu_qkv, s.h1, N, d, Hd + 2 * Kd, A, G + lb + lo_.wq);
+  linear_backward_weight(p.dgu_qkv, s.h1, N, d, Hd + 2 * Kd, A, G + lb + lo_.wq, wbeta);
   }
   { HF_PHASE("linear_backward_input");
   linear_backward_input(p.dgu_qkv, W(lb + lo_.wq), N, d, Hd + 2 * Kd, A, p.dh, DType::f32);
@@ -313,6 +314,11 @@ static int64_t count_targets(const int32_t* targets, int64_t n, int64_t V) {
 double Model::forward_backward(const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T,
                                const GradHook& hook) {
   const int64_t N = B * T, d = cfg_.d_model, V = cfg_.vocab_size, L = cfg_.n_layers;
+  // First forward_backward since zero_grad(): each GEMM-written gradient region is written once
+  // in this call before anything else touches it, so its GEMM may overwrite the zeros (beta = 0).
+  // Cleared before anything can throw or write, so every later call accumulates.
+  const bool fresh = grads_zero_;
+  grads_zero_ = false;
   check_tokens(tokens, N, B, T);
   const int64_t count = count_targets(targets, N, V);
   { HF_PHASE("refresh_weights");
@@ -325,7 +331,7 @@ double Model::forward_backward(const int32_t* tokens, const int32_t* targets, in
   double sum;
   {
     HF_PHASE("cross_entropy_fused");
-    sum = cross_entropy_fused(p.hf, W(out), targets, N, d, V, A, p.ce_chunk, scale, p.dh, grads() + out, p.ce_work);
+    sum = cross_entropy_fused(p.hf, W(out), targets, N, d, V, A, p.ce_chunk, scale, p.dh, grads() + out, p.ce_work, fresh);
   }
   std::memset(p.dx, 0, size_t(N * d) * 4);  // d loss / d (final residual) starts at 0
   const int64_t fn = final_norm_offset();
@@ -339,7 +345,7 @@ double Model::forward_backward(const int32_t* tokens, const int32_t* targets, in
     const Slot& s = p.slots[size_t(cfg_.recompute ? 0 : l)];
     float* x_in = p.xres + l * N * d;
     if (cfg_.recompute) layer_forward(l, p, s, x_in, nullptr, x_in, 0, s.k, s.v, T * Kd, s.k, s.v, T);
-    layer_backward(l, p, s, x_in);
+    layer_backward(l, p, s, x_in, fresh ? 0.0f : 1.0f);
     if (hook) hook(layer_begin(l), layer_begin(l + 1));
   }
   { HF_PHASE("embedding_backward");

@@ -107,7 +107,8 @@ class Model {
   void layer_forward(int64_t l, const Plan& p, const Slot& s, const float* x_prev, const float* add, float* x_in,
                      int64_t pos0, void* k_dst, void* v_dst, int64_t kv_stride, const void* k_all, const void* v_all,
                      int64_t S);
-  void layer_backward(int64_t l, const Plan& p, const Slot& s, const float* x_in);
+  // wbeta: 0 when this layer's weight-gradient regions hold zeros (see grads_zero_), else 1.
+  void layer_backward(int64_t l, const Plan& p, const Slot& s, const float* x_in, float wbeta);
   // Runs all layers and the final norm over tokens; returns the plan used.
   Plan& run_forward(const int32_t* tokens, int64_t B, int64_t T, bool train);
 
@@ -119,6 +120,12 @@ class Model {
   Plan plan_;
   bool have_plan_ = false;
   int64_t kv_len_ = 0;  // valid positions in the KV cache
+  // True from zero_grad() (and the zeroed allocation) until the next forward_backward starts: the
+  // whole gradient buffer is then zero, so that call's first writer of each weight-gradient GEMM
+  // region (every layer's projections, the LM head / tied embedding) uses beta = 0 and skips
+  // reading the f32 gradient. Cleared on entry to forward_backward, so micro-batches after the
+  // first (gradient accumulation) and any call after a throw always add.
+  bool grads_zero_ = true;
 };
 
 }  // namespace hf::model

@@ -285,6 +285,13 @@ class Model:
         return [(int(b), int(e)) for b, e in self._core.layer_ranges()]
 
     def zero_grad(self) -> None:
+        """Set every gradient to zero before the next forward_backward (call it once per step).
+
+        The forward_backward right after zero_grad() writes the weight gradients of the GEMM
+        layers and of the LM head (instead of adding them to the zeros, which saves reading them):
+        values put into the gradient buffer between zero_grad() and that call are not kept for
+        those tensors. Further forward_backward calls (gradient accumulation) add.
+        """
         self._core.zero_grad()
 
     def set_grad_ready_hook(self, fn: Callable[[int, int], None] | None) -> None:
