@@ -141,7 +141,7 @@ def worker(args: dict) -> None:
             (x, y), = _batch(args, s, rank)
             comm.Barrier()
             t0 = time.perf_counter()
-            model.zero_grad()
+            model.zero_grad(overwrite_next=True)
             model.forward_backward(x, y)
             opt.step(1e-3)
             dt = np.array([time.perf_counter() - t0])

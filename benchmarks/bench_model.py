@@ -198,7 +198,7 @@ def run_ours(name: str, dtype: str, V: int, B: int, T: int, quick: bool, threads
     opt, label = make_optimizer(model)
 
     def step() -> None:
-        model.zero_grad()
+        model.zero_grad(overwrite_next=True)
         model.forward_backward(x, y)
         opt.step()
 

@@ -89,7 +89,8 @@ Registration reg("model", 60, [](py::module_& m) {
         out.append(py::make_tuple(mo.final_norm_offset(), mo.num_params()));
         return out;
       })
-      .def("zero_grad", [](Model& mo) { py::gil_scoped_release r; mo.zero_grad(); })
+      .def("zero_grad", [](Model& mo, bool overwrite_next) { py::gil_scoped_release r; mo.zero_grad(overwrite_next); },
+           py::arg("overwrite_next") = false)
       .def("forward_backward", [](Model& mo, const py::handle& tok, const py::handle& tgt, py::object hook) {
         auto t = tokens_2d(tok, "tokens"), y = tokens_2d(tgt, "targets");
         HF_CHECK(t.shape(0) == y.shape(0) && t.shape(1) == y.shape(1), ValueError,

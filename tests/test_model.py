@@ -197,8 +197,9 @@ def test_head_gradient_vocab_blocks_accumulate(dtype, tie):
                                      dtype="bf16", tie_embeddings=False)],
                          ids=["fp32", "bf16-untied-recompute", "fp32-bigV", "bf16-bigV-untied"])
 def test_first_backward_after_zero_grad_is_bitwise_the_accumulating_one(kw):
-    """After zero_grad() the next forward_backward writes the GEMM weight gradients with beta = 0
-    instead of adding to the zeros. It must give bitwise the gradients of the accumulating path
+    """After zero_grad(overwrite_next=True) the next forward_backward writes the GEMM weight
+    gradients with beta = 0 instead of adding to the zeros. It must give bitwise the gradients of
+    the accumulating path
     (here reached by a first call whose targets are all ignored: it adds exact zeros), with the
     buffer filled with NaN before zero_grad(), and later calls must still accumulate."""
     cfg = tiny(**kw)
@@ -210,7 +211,7 @@ def test_first_backward_after_zero_grad_is_bitwise_the_accumulating_one(kw):
     tgt[0][0, :5] = -100
     fast, slow = Model(cfg, seed=11), Model(cfg, seed=11)
     fast.flat_grads()[:] = np.nan
-    fast.zero_grad()
+    fast.zero_grad(overwrite_next=True)
     slow.zero_grad()
     assert np.isnan(slow.forward_backward(tok[0], np.full((B, T), -100)))  # adds zeros, no loss
     assert not slow.flat_grads().any()
@@ -221,10 +222,25 @@ def test_first_backward_after_zero_grad_is_bitwise_the_accumulating_one(kw):
         if i == 0:
             once = fast.flat_grads().copy()
     # The second call added (it did not overwrite): the sum differs from either call alone.
-    fast.zero_grad()
+    fast.zero_grad(overwrite_next=True)
     fast.forward_backward(tok[1], tgt[1])
     np.testing.assert_allclose(once + fast.flat_grads(), slow.flat_grads(), rtol=1e-5, atol=1e-7)
     assert np.abs(slow.flat_grads() - once).max() > 1e-3 * np.abs(once).max()
+
+
+def test_plain_zero_grad_keeps_values_written_before_forward_backward():
+    """Without overwrite_next, a gradient written into the buffer after zero_grad() is added to,
+    not replaced (the accumulate contract), for the GEMM layers and the LM head alike."""
+    cfg = tiny()
+    rng = np.random.default_rng(12)
+    tok, tgt = rng.integers(0, cfg.vocab_size, (2, 13)), rng.integers(0, cfg.vocab_size, (2, 13))
+    ref, m = Model(cfg, seed=13), Model(cfg, seed=13)
+    ref.zero_grad(overwrite_next=True)
+    ref.forward_backward(tok, tgt)
+    m.zero_grad()
+    m.flat_grads()[:] = 0.25
+    m.forward_backward(tok, tgt)
+    np.testing.assert_allclose(m.flat_grads(), ref.flat_grads() + np.float32(0.25), rtol=1e-6, atol=1e-6)
 
 
 def test_finite_differences():

@@ -96,10 +96,10 @@ Model::Model(const Config& c) : cfg_(c) {
     }
 }
 
-void Model::zero_grad() {
+void Model::zero_grad(bool overwrite_next) {
   float* g = grads();
   parallel_for(0, n_params_, 1 << 16, [&](int64_t lo, int64_t hi) { std::memset(g + lo, 0, size_t(hi - lo) * 4); });
-  grads_zero_ = true;
+  grads_zero_ = overwrite_next;
 }
 
 int64_t Model::state_bytes() const { return params_.bytes + grads_.bytes + wbf_.bytes + work_.bytes + kv_.bytes; }

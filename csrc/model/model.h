@@ -72,7 +72,9 @@ class Model {
   double loss(const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T, int64_t* count);
   // KV-cache step: appends tokens (n) at positions pos0.. and writes the last position's logits (V).
   void decode(const int32_t* tokens, int64_t n, int64_t pos0, float* logits);
-  void zero_grad();
+  // Zeroes the gradient buffer. With overwrite_next, the next forward_backward may also write (not
+  // add) the GEMM weight gradients: the caller promises not to put values into the buffer before it.
+  void zero_grad(bool overwrite_next = false);
   // Bytes held: params, grads, bf16 shadow, activation workspace, KV cache.
   int64_t state_bytes() const;
   int64_t workspace_bytes() const { return work_.bytes; }
@@ -120,12 +122,13 @@ class Model {
   Plan plan_;
   bool have_plan_ = false;
   int64_t kv_len_ = 0;  // valid positions in the KV cache
-  // True from zero_grad() (and the zeroed allocation) until the next forward_backward starts: the
-  // whole gradient buffer is then zero, so that call's first writer of each weight-gradient GEMM
-  // region (every layer's projections, the LM head / tied embedding) uses beta = 0 and skips
-  // reading the f32 gradient. Cleared on entry to forward_backward, so micro-batches after the
-  // first (gradient accumulation) and any call after a throw always add.
-  bool grads_zero_ = true;
+  // Set by zero_grad(overwrite_next=true) until the next forward_backward starts: the whole gradient
+  // buffer is then zero and nobody writes it in between, so that call's first writer of each
+  // weight-gradient GEMM region (every layer's projections, the LM head / tied embedding) uses
+  // beta = 0 and skips reading the f32 gradient. Cleared on entry to forward_backward, so
+  // micro-batches after the first (gradient accumulation) and any call after a throw always add.
+  // Off by default: a plain zero_grad() keeps whatever a caller then writes into the buffer.
+  bool grads_zero_ = false;
 };
 
 }  // namespace hf::model

@@ -425,7 +425,7 @@ class _OverlappedBuckets:
         """Zero the gradients and run forward+backward over the micro-batches, launching pieces
         during the last one when `overlap`; returns (sum of micro-batch losses, target tokens)."""
         self.reset()
-        model.zero_grad()
+        model.zero_grad(overwrite_next=True)
         loss_sum, tokens = 0.0, 0
         for i, (x, y) in enumerate(micro):
             hooked = overlap and i == len(micro) - 1
@@ -645,7 +645,7 @@ class _Strategy:
     def _accumulate(self, micro: list) -> tuple[float, int]:
         """Zero the gradients, run forward+backward over every micro-batch (no communication);
         return (sum of the micro-batch losses, target tokens)."""
-        self.model.zero_grad()
+        self.model.zero_grad(overwrite_next=True)
         loss_sum, tokens = 0.0, 0
         for x, y in micro:
             loss_sum += float(self.model.forward_backward(x, y))

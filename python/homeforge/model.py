@@ -284,15 +284,22 @@ class Model:
         """Flat [begin, end) ranges: embedding, each layer, then final norm (+ lm_head)."""
         return [(int(b), int(e)) for b, e in self._core.layer_ranges()]
 
-    def zero_grad(self) -> None:
+    def zero_grad(self, overwrite_next: bool = False) -> None:
         """Set every gradient to zero before the next forward_backward (call it once per step).
 
-        The forward_backward right after zero_grad() writes the weight gradients of the GEMM
-        layers and of the LM head (instead of adding them to the zeros, which saves reading them):
-        values put into the gradient buffer between zero_grad() and that call are not kept for
-        those tensors. Further forward_backward calls (gradient accumulation) add.
+        With ``overwrite_next=True`` the forward_backward right after it writes the weight gradients
+        of the GEMM layers and of the LM head instead of adding them to the zeros, which saves
+        reading ~4 bytes per parameter (~3% of a nano bf16 step). The caller then promises not to
+        put values into the gradient buffer before that call: they would be lost for those
+        tensors. Further forward_backward calls (gradient accumulation) always add. The trainer
+        and the distributed strategies use it; the default keeps plain accumulate semantics.
+
+        >>> m = Model(ModelConfig.preset("1m", vocab_size=64), seed=0)
+        >>> m.zero_grad(overwrite_next=True)
+        >>> float(abs(m.flat_grads()).max())
+        0.0
         """
-        self._core.zero_grad()
+        self._core.zero_grad(overwrite_next)
 
     def set_grad_ready_hook(self, fn: Callable[[int, int], None] | None) -> None:
         """Call fn(begin, end) (GIL held) whenever a flat gradient range becomes final in forward_backward.

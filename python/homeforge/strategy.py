@@ -84,7 +84,7 @@ class LocalStrategy:
     def train_step(self, batches: Sequence[tuple[np.ndarray, np.ndarray]], lr: float) -> dict[str, Any]:
         if not batches:
             raise ValueError("train_step needs at least one micro-batch")
-        self.model.zero_grad()
+        self.model.zero_grad(overwrite_next=True)
         losses = []
         tokens = 0
         for x, y in batches:
