@@ -38,9 +38,9 @@ class _NaNOnStep:
     def __getattr__(self, name):
         return getattr(self._inner, name)
 
-    def zero_grad(self):
+    def zero_grad(self, **kw):
         self._calls += 1
-        return self._inner.zero_grad()
+        return self._inner.zero_grad(**kw)
 
     def forward_backward(self, x, y):
         loss = self._inner.forward_backward(x, y)
