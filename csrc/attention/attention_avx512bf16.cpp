@@ -256,9 +256,11 @@ void fwd_items(const Ctx& c, int64_t lo, int64_t hi) {
       pack_transposed(c, kv_rows(c, c.k, b, hkv, ks), nk, Dq, Kst, Kp);
       pack_key_pairs(c, kv_rows(c, c.v, b, hkv, ks), nk, Dq, Vp);
       prefetch_next_keys(c, b, hkv, ks, kend);
-      qk_bf16(Qb, Dh, m, Kp, Pd, Sb);
+      // Rows before r0 see none of these keys (causal diagonal): left untouched, as P = 0.
+      const int64_t r0 = first_row(c, t0, ks, m);
+      qk_bf16(Qb + r0 * Dh, Dh, m - r0, Kp, Pd, Sb + r0 * kBk);
       const bool all = visible(c, t0, ks, nk) == nk;
-      for (int64_t r = 0; r < m; ++r) {
+      for (int64_t r = r0; r < m; ++r) {
         float* s = Sb + r * kBk;
         const int64_t n = row_visible(c, all, t0, r, ks, nk);
         if (n > 0) {
@@ -277,7 +279,7 @@ void fwd_items(const Ctx& c, int64_t lo, int64_t hi) {
         }
         row_f32_to_pairs(s, Pb + r * 32);
       }
-      bgemm(Pb, 32, 1, m, JP, Vp, Dq, Dq, O, Dq);
+      bgemm(Pb + r0 * 32, 32, 1, m - r0, JP, Vp, Dq, Dq, O + r0 * Dq, Dq);
     }
     for (int64_t r = 0; r < m; ++r) {
       const int64_t t = t0 + r / c.G, h = hkv * c.G + r % c.G;
@@ -361,21 +363,23 @@ static inline void bwd_pack_queries(const Ctx& c, BwdTiles& w, int64_t b, int64_
 static inline void bwd_pair(const Ctx& c, BwdTiles& w, int64_t g, int64_t t0, int64_t nq, int64_t ks, int64_t nk, bool want_kv, float* dQ) {
   const int64_t m = nq * c.G, MP = (m + 1) / 2, Dq = w.Dq;
   const int64_t Pd = (c.D + 1) / 2;
-  qk_bf16(w.Qb, w.Dh, m, w.Kp + g * kBk * w.Dh, Pd, w.Sb);
-  qk_bf16(w.dOb, w.Dh, m, w.Vp + g * kBk * w.Dh, Pd, w.dPb);
-  probs_and_dscores(c, t0, ks, nk, m, w.lse2, w.Di, w.Sb, w.dPb);
+  // Rows before r0 (even: the row pairs of P^T and dS^T start at pair r0 / 2) see none of the keys.
+  const int64_t r0 = first_row(c, t0, ks, m, true), i0 = r0 / 2;
+  qk_bf16(w.Qb + r0 * w.Dh, w.Dh, m - r0, w.Kp + g * kBk * w.Dh, Pd, w.Sb + r0 * kBk);
+  qk_bf16(w.dOb + r0 * w.Dh, w.Dh, m - r0, w.Vp + g * kBk * w.Dh, Pd, w.dPb + r0 * kBk);
+  probs_and_dscores(c, t0, ks, nk, m, w.lse2, w.Di, w.Sb, w.dPb, r0);
   if (want_kv) {
-    for (int64_t i = 0; i < MP; ++i) {
+    for (int64_t i = i0; i < MP; ++i) {
       const bool odd = 2 * i + 1 < m;
       pair_f32_rows(w.Sb + 2 * i * kBk, odd ? w.Sb + (2 * i + 1) * kBk : nullptr, w.Pi + i * kBk);
       pair_f32_rows(w.dPb + 2 * i * kBk, odd ? w.dPb + (2 * i + 1) * kBk : nullptr, w.dSi + i * kBk);
     }
-    bgemm(w.Pi, 1, kBk, nk, MP, w.dOi, Dq, Dq, w.dV + g * kBk * Dq, Dq);   // dV += P^T dO
-    bgemm(w.dSi, 1, kBk, nk, MP, w.Qi, Dq, Dq, w.dK + g * kBk * Dq, Dq);   // dK += dS^T Q
+    bgemm(w.Pi + i0 * kBk, 1, kBk, nk, MP - i0, w.dOi + i0 * Dq, Dq, Dq, w.dV + g * kBk * Dq, Dq);   // dV += P^T dO
+    bgemm(w.dSi + i0 * kBk, 1, kBk, nk, MP - i0, w.Qi + i0 * Dq, Dq, Dq, w.dK + g * kBk * Dq, Dq);   // dK += dS^T Q
   }
   if (dQ) {
-    for (int64_t r = 0; r < m; ++r) row_f32_to_pairs(w.dPb + r * kBk, w.dSb + r * 32);
-    bgemm(w.dSb, 32, 1, m, (nk + 1) / 2, w.Ki + g * 32 * Dq, Dq, Dq, dQ, Dq);  // dQ += dS K
+    for (int64_t r = r0; r < m; ++r) row_f32_to_pairs(w.dPb + r * kBk, w.dSb + r * 32);
+    bgemm(w.dSb + r0 * 32, 32, 1, m - r0, (nk + 1) / 2, w.Ki + g * 32 * Dq, Dq, Dq, dQ + r0 * Dq, Dq);  // dQ += dS K
   }
 }
 
