@@ -251,8 +251,7 @@ void fwd_items(const Ctx& c, int64_t lo, int64_t hi) {
   float* L16 = reinterpret_cast<float*>(Pb + M * 32);  // M x 16 running sums, by lanes
   float* mrow = L16 + 16 * M;
   const int64_t BH = c.B * c.Hkv;
-  Items items(c, lo, hi);
-  for (int64_t it = 0; items.next(it);) {
+  for (int64_t it = lo; (it = next_item(c, it, hi)) < hi; ++it) {
     const int64_t qb = c.nqb - 1 - it / BH, b = (it % BH) / c.Hkv, hkv = it % c.Hkv;
     const int64_t t0 = qb * c.Bq, nq = imin(c.Bq, c.T - t0), m = nq * c.G;
     pack_q_bf16(c, c.q, b, hkv, t0, nq, Dq, Qb);
@@ -267,7 +266,6 @@ void fwd_items(const Ctx& c, int64_t lo, int64_t hi) {
       pack_transposed(c, kv_rows(c, c.k, b, hkv, ks), nk, Dq, Kst, Kp);
       pack_key_pairs(c, kv_rows(c, c.v, b, hkv, ks), nk, Dq, Vp);
       prefetch_next_keys(c, b, hkv, ks, kend);
-      if (ks + kBk >= kend && items.peek() < hi) prefetch_fwd_item(c, items.peek());
       const bool all = visible(c, t0, ks, nk) == nk;
       // Runs of rows that see at most nkr of these keys (row_runs): rows that see none are left
       // untouched (as P = 0), the diagonal's rows get only the columns they see.
@@ -477,8 +475,7 @@ void bwd_single_items(const Ctx& c, int64_t lo, int64_t hi) {
   if (!buf.p || !dQbuf.p) return;
   BwdTiles w(buf.p, M, Dq);
   float* dQ = dQbuf.p;  // (T * G) x Dq, row t * G + g
-  Items items(c, lo, hi);
-  for (int64_t it = 0; items.next(it);) {
+  for (int64_t it = lo; (it = next_item(c, it, hi)) < hi; ++it) {
     const int64_t b = it / c.Hkv, hkv = it % c.Hkv;
     __builtin_memset(dQ, 0, size_t(c.T * c.G * Dq) * 4);
     for (int64_t ks0 = 0; ks0 < c.S; ks0 += kGroup * kBk) {
@@ -493,7 +490,7 @@ void bwd_single_items(const Ctx& c, int64_t lo, int64_t hi) {
       for (int64_t t0 = tfirst; t0 < c.T; t0 += c.Bq) {
         const int64_t nq = imin(c.Bq, c.T - t0);
         bwd_pack_queries(c, w, b, hkv, t0, nq, true);
-        prefetch_single(c, b, hkv, t0, kend, kGroup * kBk, items.peek(), hi);
+        prefetch_next(c, b, hkv, t0, kend - kBk, c.S);
         for (int64_t g = 0; g < ng; ++g) {
           const int64_t ks = ks0 + g * kBk;
           if (key_end(c, t0 + nq - 1) <= ks) break;  // causal: no query of the block sees these keys
