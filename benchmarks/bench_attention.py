@@ -19,7 +19,7 @@ threads (set_threads), each in its own natural layout: ours (B, T, H, D), torch 
 - the torch drop-in homeforge.torch.scaled_dot_product_attention with (B, H, T, D) inputs that
   are transposed views of (B, T, H, D) memory (zero-copy) and contiguous ones (one copy each).
 
-    PYTHONPATH=python:. python -m benchmarks.bench_attention [--quick] [--threads N] [--T 256,1024] [--D 64] [--hkv 2]
+    PYTHONPATH=python:. python -m benchmarks.bench_attention [--quick] [--threads N] [--T 256,1024] [--D 64] [--hkv 2] [--H 8]
 """
 
 from __future__ import annotations
@@ -192,6 +192,7 @@ def main() -> None:
     p.add_argument("--T", type=str, default=None, help="comma-separated sequence lengths (default: the grid)")
     p.add_argument("--D", type=str, default=None, help="comma-separated head dims (default: 64,128)")
     p.add_argument("--hkv", type=str, default=None, help="comma-separated kv head counts (default: 2,8)")
+    p.add_argument("--H", type=int, default=8, help="query heads (default 8; the nano model: --H 12 --hkv 12)")
     p.add_argument("--mem-T", type=int, default=None, help="T of the memory points (default: 1024 and 4096)")
     args = p.parse_args()
     import torch
@@ -203,7 +204,7 @@ def main() -> None:
     limits = machine_limits(quick=args.quick)
     print(f"homeforge {homeforge.__version__} isa={_core.active_isa()} threads={threads} torch {torch.__version__}; "
           f"GEMM peak f32 {limits['gemm_f32_gflops']:.0f} bf16 {limits['gemm_bf16_gflops']:.0f} GFLOP/s")
-    B, H = 4, 8
+    B, H = 4, args.H
     ints = lambda text: tuple(int(x) for x in text.split(","))  # noqa: E731
     Ts = ints(args.T) if args.T else (256, 512) if args.quick else (256, 512, 1024, 2048, 4096)
     Ds = ints(args.D) if args.D else (64,) if args.quick else (64, 128)
@@ -234,7 +235,7 @@ def main() -> None:
                     print_table(rows[-1:], list(rows[-1].keys()))
     cols = ["dtype", "T", "D", "Hkv", "fwd ms", "torch fwd ms", "fwd x", "f+b ms", "torch f+b ms", "f+b x",
             "fwd GF/s", "fwd %peak", "f+b GF/s", "f+b %peak", "torch f+b GF/s"]
-    print("\n== forward and forward+backward, B=4 H=8 causal")
+    print(f"\n== forward and forward+backward, B=4 H={H} causal")
     print_table(rows, cols)
 
     # Thread scaling.

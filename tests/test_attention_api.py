@@ -44,6 +44,8 @@ SHAPES = [  # (B, T, S, H, Hkv, D, causal): odd sizes, T != S both ways, GQA, MQ
     (2, 65, 129, 8, 2, 80, False),
     (1, 9, 9, 3, 3, 33, True),
     (1, 5, 200, 2, 1, 200, False),
+    (4, 256, 256, 12, 12, 64, True),  # the nano model's shape (short T, no GQA): diagonal row runs
+    (2, 200, 237, 6, 3, 128, True),   # diagonal off the 16/64-key grid, odd G (bf16 row pairs)
 ]
 
 

@@ -39,38 +39,48 @@ namespace hf::attn::avx512bf16 {
 
 static inline __m512bh as_bh(__m512i x) { return (__m512bh)x; }
 
-// S (M x 64) = Q (M x 2*P pairs, row stride ldq u32) . Kp (P x 64 u32)
-template <int R>
+// S (M x 16*NV, row stride 64) = Q (M x 2*P pairs, row stride ldq u32) . Kp (P x 64 u32); NV < 4
+// for the causal diagonal, whose rows see fewer keys.
+template <int R, int NV>
 static inline void qk_bf16_rows(const uint32_t* Q, int64_t ldq, const uint32_t* Kp, int64_t P, float* S) {
-  __m512 acc[R][4];
+  __m512 acc[R][NV];
   for (int i = 0; i < R; ++i)
-    for (int j = 0; j < 4; ++j) acc[i][j] = _mm512_setzero_ps();
+    for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_setzero_ps();
   for (int64_t p = 0; p < P; ++p) {
     const uint32_t* k = Kp + p * kBk;
-    const __m512bh k0 = as_bh(_mm512_load_si512(k)), k1 = as_bh(_mm512_load_si512(k + 16)),
-                   k2 = as_bh(_mm512_load_si512(k + 32)), k3 = as_bh(_mm512_load_si512(k + 48));
+    __m512bh kv[NV];
+    for (int j = 0; j < NV; ++j) kv[j] = as_bh(_mm512_load_si512(k + 16 * j));
     for (int i = 0; i < R; ++i) {
       const __m512bh a = as_bh(_mm512_set1_epi32(int(Q[i * ldq + p])));
-      acc[i][0] = _mm512_dpbf16_ps(acc[i][0], a, k0);
-      acc[i][1] = _mm512_dpbf16_ps(acc[i][1], a, k1);
-      acc[i][2] = _mm512_dpbf16_ps(acc[i][2], a, k2);
-      acc[i][3] = _mm512_dpbf16_ps(acc[i][3], a, k3);
+      for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_dpbf16_ps(acc[i][j], a, kv[j]);
     }
   }
   for (int i = 0; i < R; ++i)
-    for (int j = 0; j < 4; ++j) _mm512_store_ps(S + i * kBk + j * 16, acc[i][j]);
+    for (int j = 0; j < NV; ++j) _mm512_store_ps(S + i * kBk + j * 16, acc[i][j]);
 }
 
-static inline void qk_bf16(const uint32_t* Q, int64_t ldq, int64_t M, const uint32_t* Kp, int64_t P, float* S) {
+template <int NV>
+static inline void qk_bf16_nv(const uint32_t* Q, int64_t ldq, int64_t M, const uint32_t* Kp, int64_t P, float* S) {
   int64_t r = 0;
-  for (; r + 6 <= M; r += 6) qk_bf16_rows<6>(Q + r * ldq, ldq, Kp, P, S + r * kBk);
+  for (; r + 6 <= M; r += 6) qk_bf16_rows<6, NV>(Q + r * ldq, ldq, Kp, P, S + r * kBk);
   switch (M - r) {
-    case 5: qk_bf16_rows<5>(Q + r * ldq, ldq, Kp, P, S + r * kBk); break;
-    case 4: qk_bf16_rows<4>(Q + r * ldq, ldq, Kp, P, S + r * kBk); break;
-    case 3: qk_bf16_rows<3>(Q + r * ldq, ldq, Kp, P, S + r * kBk); break;
-    case 2: qk_bf16_rows<2>(Q + r * ldq, ldq, Kp, P, S + r * kBk); break;
-    case 1: qk_bf16_rows<1>(Q + r * ldq, ldq, Kp, P, S + r * kBk); break;
+    case 5: qk_bf16_rows<5, NV>(Q + r * ldq, ldq, Kp, P, S + r * kBk); break;
+    case 4: qk_bf16_rows<4, NV>(Q + r * ldq, ldq, Kp, P, S + r * kBk); break;
+    case 3: qk_bf16_rows<3, NV>(Q + r * ldq, ldq, Kp, P, S + r * kBk); break;
+    case 2: qk_bf16_rows<2, NV>(Q + r * ldq, ldq, Kp, P, S + r * kBk); break;
+    case 1: qk_bf16_rows<1, NV>(Q + r * ldq, ldq, Kp, P, S + r * kBk); break;
     default: break;
+  }
+}
+
+// S columns 0 .. ncols rounded up to 16 (ncols <= 64); the others are left as they were.
+static inline void qk_bf16(const uint32_t* Q, int64_t ldq, int64_t M, const uint32_t* Kp, int64_t P, float* S,
+                           int64_t ncols = kBk) {
+  switch ((ncols + 15) / 16) {
+    case 1: qk_bf16_nv<1>(Q, ldq, M, Kp, P, S); break;
+    case 2: qk_bf16_nv<2>(Q, ldq, M, Kp, P, S); break;
+    case 3: qk_bf16_nv<3>(Q, ldq, M, Kp, P, S); break;
+    default: qk_bf16_nv<4>(Q, ldq, M, Kp, P, S); break;
   }
 }
 
@@ -252,13 +262,16 @@ void fwd_items(const Ctx& c, int64_t lo, int64_t hi) {
     __builtin_memset(O, 0, size_t(m * Dq) * 4);
     const int64_t kend = key_end(c, t0 + nq - 1);
     for (int64_t ks = 0; ks < kend; ks += kBk) {
-      const int64_t nk = imin(kBk, kend - ks), JP = (nk + 1) / 2;
+      const int64_t nk = imin(kBk, kend - ks);
       pack_transposed(c, kv_rows(c, c.k, b, hkv, ks), nk, Dq, Kst, Kp);
       pack_key_pairs(c, kv_rows(c, c.v, b, hkv, ks), nk, Dq, Vp);
       prefetch_next_keys(c, b, hkv, ks, kend);
-      qk_bf16(Qb, Dh, m, Kp, Pd, Sb);
       const bool all = visible(c, t0, ks, nk) == nk;
-      for (int64_t r = 0; r < m; ++r) {
+      // Runs of rows that see at most nkr of these keys (row_runs): rows that see none are left
+      // untouched (as P = 0), the diagonal's rows get only the columns they see.
+      row_runs(c, t0, ks, nk, m, false, [&](int64_t r0, int64_t r1, int64_t nkr) {
+      qk_bf16(Qb + r0 * Dh, Dh, r1 - r0, Kp, Pd, Sb + r0 * kBk, nkr);
+      for (int64_t r = r0; r < r1; ++r) {
         float* s = Sb + r * kBk;
         const int64_t n = row_visible(c, all, t0, r, ks, nk);
         if (n > 0) {
@@ -277,7 +290,8 @@ void fwd_items(const Ctx& c, int64_t lo, int64_t hi) {
         }
         row_f32_to_pairs(s, Pb + r * 32);
       }
-      bgemm(Pb, 32, 1, m, JP, Vp, Dq, Dq, O, Dq);
+      bgemm(Pb + r0 * 32, 32, 1, r1 - r0, (nkr + 1) / 2, Vp, Dq, Dq, O + r0 * Dq, Dq);
+      });
     }
     for (int64_t r = 0; r < m; ++r) {
       const int64_t t = t0 + r / c.G, h = hkv * c.G + r % c.G;
@@ -359,24 +373,29 @@ static inline void bwd_pack_queries(const Ctx& c, BwdTiles& w, int64_t b, int64_
 // (want_kv: into slot g of w.dK / w.dV) and dQ += dS K (dQ: the block's m rows, row stride Dq;
 // nullptr to skip).
 static inline void bwd_pair(const Ctx& c, BwdTiles& w, int64_t g, int64_t t0, int64_t nq, int64_t ks, int64_t nk, bool want_kv, float* dQ) {
-  const int64_t m = nq * c.G, MP = (m + 1) / 2, Dq = w.Dq;
+  const int64_t m = nq * c.G, Dq = w.Dq;
   const int64_t Pd = (c.D + 1) / 2;
-  qk_bf16(w.Qb, w.Dh, m, w.Kp + g * kBk * w.Dh, Pd, w.Sb);
-  qk_bf16(w.dOb, w.Dh, m, w.Vp + g * kBk * w.Dh, Pd, w.dPb);
-  probs_and_dscores(c, t0, ks, nk, m, w.lse2, w.Di, w.Sb, w.dPb);
-  if (want_kv) {
-    for (int64_t i = 0; i < MP; ++i) {
-      const bool odd = 2 * i + 1 < m;
-      pair_f32_rows(w.Sb + 2 * i * kBk, odd ? w.Sb + (2 * i + 1) * kBk : nullptr, w.Pi + i * kBk);
-      pair_f32_rows(w.dPb + 2 * i * kBk, odd ? w.dPb + (2 * i + 1) * kBk : nullptr, w.dSi + i * kBk);
+  // Runs of rows r0..r1 that see at most nkr keys (row_runs; even bounds: the row pairs of P^T and
+  // dS^T start at pair r0 / 2); rows that see none of the keys are skipped.
+  row_runs(c, t0, ks, nk, m, true, [&](int64_t r0, int64_t r1, int64_t nkr) {
+    const int64_t i0 = r0 / 2, i1 = (r1 + 1) / 2;
+    qk_bf16(w.Qb + r0 * w.Dh, w.Dh, r1 - r0, w.Kp + g * kBk * w.Dh, Pd, w.Sb + r0 * kBk, nkr);
+    qk_bf16(w.dOb + r0 * w.Dh, w.Dh, r1 - r0, w.Vp + g * kBk * w.Dh, Pd, w.dPb + r0 * kBk, nkr);
+    probs_and_dscores(c, t0, ks, nk, r1, w.lse2, w.Di, w.Sb, w.dPb, r0);
+    if (want_kv) {
+      for (int64_t i = i0; i < i1; ++i) {
+        const bool odd = 2 * i + 1 < r1;
+        pair_f32_rows(w.Sb + 2 * i * kBk, odd ? w.Sb + (2 * i + 1) * kBk : nullptr, w.Pi + i * kBk);
+        pair_f32_rows(w.dPb + 2 * i * kBk, odd ? w.dPb + (2 * i + 1) * kBk : nullptr, w.dSi + i * kBk);
+      }
+      bgemm(w.Pi + i0 * kBk, 1, kBk, nkr, i1 - i0, w.dOi + i0 * Dq, Dq, Dq, w.dV + g * kBk * Dq, Dq);   // dV += P^T dO
+      bgemm(w.dSi + i0 * kBk, 1, kBk, nkr, i1 - i0, w.Qi + i0 * Dq, Dq, Dq, w.dK + g * kBk * Dq, Dq);   // dK += dS^T Q
     }
-    bgemm(w.Pi, 1, kBk, nk, MP, w.dOi, Dq, Dq, w.dV + g * kBk * Dq, Dq);   // dV += P^T dO
-    bgemm(w.dSi, 1, kBk, nk, MP, w.Qi, Dq, Dq, w.dK + g * kBk * Dq, Dq);   // dK += dS^T Q
-  }
-  if (dQ) {
-    for (int64_t r = 0; r < m; ++r) row_f32_to_pairs(w.dPb + r * kBk, w.dSb + r * 32);
-    bgemm(w.dSb, 32, 1, m, (nk + 1) / 2, w.Ki + g * 32 * Dq, Dq, Dq, dQ, Dq);  // dQ += dS K
-  }
+    if (dQ) {
+      for (int64_t r = r0; r < r1; ++r) row_f32_to_pairs(w.dPb + r * kBk, w.dSb + r * 32);
+      bgemm(w.dSb + r0 * 32, 32, 1, r1 - r0, (nkr + 1) / 2, w.Ki + g * 32 * Dq, Dq, Dq, dQ + r0 * Dq, Dq);  // dQ += dS K
+    }
+  });
 }
 
 // dK, dV rows ks..ks+n (n <= kGroup * 64: slots 0, 1, .. are consecutive rows) -> dk, dv.
