@@ -36,20 +36,10 @@ static constexpr int64_t kHeadBlock = 2048;
 
 static void head_weight_grad(const void* g, const void* h, int64_t K, int64_t d, int64_t V, DType ht, float* dW,
                              float beta) {
-  const int64_t vb = kHeadBlock;
   const int64_t es = dsize(ht);
-  for (int64_t v0 = 0; v0 < V; v0 += vb) {
-    GemmShape s;
-    s.M = std::min(vb, V - v0);
-    s.N = d;
-    s.K = K;
-    s.trans_a = true;
-    s.lda = V;
-    s.ab_type = ht;
-    s.c_type = DType::f32;
-    s.beta = beta;
-    gemm(s, static_cast<const char*>(g) + v0 * es, h, dW + v0 * d);
-  }
+  for (int64_t v0 = 0; v0 < V; v0 += kHeadBlock)  // dW rows [v0, v0 + M) from dlogits columns, in place
+    linear_backward_weight(static_cast<const char*>(g) + v0 * es, h, K, d, std::min(kHeadBlock, V - v0), ht,
+                           dW + v0 * d, beta, V);
 }
 
 int64_t ce_group_rows(int64_t chunk, int64_t N, int64_t V, DType ht) {

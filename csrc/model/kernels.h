@@ -137,8 +137,9 @@ void linear_forward(const void* x, const void* W, int64_t N, int64_t in, int64_t
 void linear_backward_input(const void* dy, const void* W, int64_t N, int64_t in, int64_t out, DType ab, void* dx,
                            DType ct, float beta = 0.0f);
 // dW (out, in) f32 = dy^T (out, N) x (N, in) + beta * dW: accumulated (beta = 1) into the flat f32
-// gradient buffer, or written (beta = 0) when the region is known to hold zeros.
+// gradient buffer, or written (beta = 0) when the region is known to hold zeros. ld_dy: dy's row
+// stride in elements (0: packed, = out), e.g. V for a block of the LM head's dlogits columns.
 void linear_backward_weight(const void* dy, const void* x, int64_t N, int64_t in, int64_t out, DType ab, float* dW,
-                            float beta = 1.0f);
+                            float beta = 1.0f, int64_t ld_dy = 0);
 
 }  // namespace hf::model

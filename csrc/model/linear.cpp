@@ -131,12 +131,13 @@ void linear_backward_input(const void* dy, const void* W, int64_t N, int64_t in,
 }
 
 void linear_backward_weight(const void* dy, const void* x, int64_t N, int64_t in, int64_t out, DType ab, float* dW,
-                            float beta) {
+                            float beta, int64_t ld_dy) {
   GemmShape s;
   s.M = out;
   s.N = in;
   s.K = N;
   s.trans_a = true;
+  s.lda = ld_dy;
   s.ab_type = ab;
   s.c_type = DType::f32;
   s.beta = beta;
