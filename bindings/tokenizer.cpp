@@ -229,6 +229,7 @@ BatchText batch_of(const py::handle& texts) {
 // doubling copies cost ~15% of a 34 MB batch on one thread and serialized in the kernel.
 constexpr size_t kBlockBytes = 4u << 20;
 constexpr size_t kArenaKeepBytes = 64u << 20;  // an arena keeps at most this much across calls
+constexpr size_t kPoolKeepBytes = 256u << 20;  // and a set this much in total (but 2 blocks per thread)
 
 struct IdBlock {
   uint32_t* p = nullptr;
@@ -265,11 +266,11 @@ struct IdArena {
     used = 0;
     return blocks[cur].p;
   }
-  // Start a new call; keep at most kArenaKeepBytes of blocks (one huge text must not pin memory).
-  void reset() {
+  // Start a new call; keep at most keep_bytes of blocks (one huge text must not pin memory).
+  void reset(size_t keep_bytes) {
     size_t kept = 0, bytes = 0;
     for (auto& b : blocks) {
-      if (bytes + b.cap * sizeof(uint32_t) <= kArenaKeepBytes) {
+      if (bytes + b.cap * sizeof(uint32_t) <= keep_bytes) {
         bytes += b.cap * sizeof(uint32_t);
         blocks[kept++] = b;
       } else {
@@ -297,7 +298,11 @@ class ArenaPool {
     return std::make_unique<ArenaSet>();
   }
   void give(std::unique_ptr<ArenaSet> s) {
-    for (IdArena& a : *s) a.reset();
+    // Memory kept between calls: up to kArenaKeepBytes per thread, and kPoolKeepBytes per set, so
+    // 32 threads keep at most 256 MiB (8 MiB each) after a very large batch, not 2 GiB.
+    const size_t n = std::max<size_t>(1, s->size());
+    const size_t keep = std::max(2 * kBlockBytes, std::min(kArenaKeepBytes, kPoolKeepBytes / n));
+    for (IdArena& a : *s) a.reset(keep);
     std::lock_guard<std::mutex> g(mu_);
     if (free_.size() < 2) free_.push_back(std::move(s));  // more than 2 concurrent batch calls: rare
   }
