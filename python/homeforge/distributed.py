@@ -109,6 +109,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
+from .strategy import run_micro_batches
+
 __all__ = [
     "DistConfig",
     "make_strategy",
@@ -271,6 +273,11 @@ def find_mpirun() -> str | None:
     return shutil.which("mpirun", path=os.pathsep.join([here, os.environ.get("PATH", "")]))
 
 
+def _bucket_elements(bucket_mb: float) -> int:
+    """f32 gradient elements in one bucket of bucket_mb MiB (at least 1)."""
+    return max(1, int(bucket_mb * (1 << 20)) // 4)
+
+
 def _chunks(n: int) -> list[tuple[int, int]]:
     step = max(1, int(_MAX_CHUNK))
     return [(i, min(i + step, n)) for i in range(0, n, step)] or [(0, 0)]
@@ -322,6 +329,14 @@ class _Comm:
         op = MPI.SUM if op is None else op
         self.bytes_sent += 2.0 * (self.size - 1) / self.size * arr.nbytes
         return [self.comm.Iallreduce(MPI.IN_PLACE, arr[a:b], op) for a, b in _chunks(arr.size)]
+
+    def ireduce_sum(self, arr: np.ndarray, root: int) -> list:
+        """Start summing arr over the ranks into root's arr (in place there; sent from the others)."""
+        MPI = self.MPI
+        self.bytes_sent += (self.size - 1) / self.size * arr.nbytes
+        if self.rank == root:
+            return [self.comm.Ireduce(MPI.IN_PLACE, arr[a:b], MPI.SUM, root=root) for a, b in _chunks(arr.size)]
+        return [self.comm.Ireduce(arr[a:b], None, MPI.SUM, root=root) for a, b in _chunks(arr.size)]
 
     def allreduce_sum(self, arr: np.ndarray, what: str, op: Any = None) -> float:
         return self.wait(self.iallreduce_sum(arr, op), what)
@@ -425,30 +440,34 @@ class _OverlappedBuckets:
         """Zero the gradients and run forward+backward over the micro-batches, launching pieces
         during the last one when `overlap`; returns (sum of micro-batch losses, target tokens)."""
         self.reset()
-        model.zero_grad(overwrite_next=True)
-        loss_sum, tokens = 0.0, 0
-        for i, (x, y) in enumerate(micro):
-            hooked = overlap and i == len(micro) - 1
-            if hooked:
-                model.set_grad_ready_hook(self.on_ready)
-                if self._threaded:
-                    self._progress = _ProgressThread(self.c.MPI, self.reqs)
-            try:
-                loss_sum += float(model.forward_backward(x, y))
-            finally:
-                if hooked:
-                    model.set_grad_ready_hook(None)
-                    if self._progress is not None:
-                        self._progress.stop()
-                        self._progress = None
-            tokens += int(np.asarray(y).size)
-        return loss_sum, tokens
+        if not overlap:
+            return _accumulate(model, micro)
+        loss_sum, tokens = _accumulate(model, micro[:-1])  # zeroes the gradients even when empty
+        model.set_grad_ready_hook(self.on_ready)
+        if self._threaded:
+            self._progress = _ProgressThread(self.c.MPI, self.reqs)
+        x, y = micro[-1]
+        try:
+            last_loss = float(model.forward_backward(x, y))
+        finally:
+            model.set_grad_ready_hook(None)
+            if self._progress is not None:
+                self._progress.stop()
+                self._progress = None
+        return loss_sum + last_loss, tokens + int(np.asarray(y).size)
 
     def launch_rest(self) -> None:
         """Launch, in fixed order, whatever the backward pass did not."""
         for k in range(len(self.pieces)):
             if not self._launched[k]:
                 self._launch(k)
+
+
+def _accumulate(model: Any, micro: Sequence) -> tuple[float, int]:
+    """Zero the gradients, run forward+backward over every micro-batch (no communication);
+    return (sum of the micro-batch losses, target tokens)."""
+    losses, tokens = run_micro_batches(model, micro)
+    return sum(losses), tokens
 
 
 def _install_abort_on_exception(comm: Any) -> None:
@@ -642,16 +661,6 @@ class _Strategy:
             raise ValueError("train_step: batches must be a non-empty list of (tokens, targets) micro-batches")
         return list(batches)
 
-    def _accumulate(self, micro: list) -> tuple[float, int]:
-        """Zero the gradients, run forward+backward over every micro-batch (no communication);
-        return (sum of the micro-batch losses, target tokens)."""
-        self.model.zero_grad(overwrite_next=True)
-        loss_sum, tokens = 0.0, 0
-        for x, y in micro:
-            loss_sum += float(self.model.forward_backward(x, y))
-            tokens += int(np.asarray(y).size)
-        return loss_sum, tokens
-
     def _stats(self, loss_sum: float, n_micro: int, tokens: int, t_local: float, extra: float = 0.0) -> np.ndarray:
         """Allgather [mean loss, tokens, step seconds, extra] of every rank: (world, 4) float64."""
         mine = np.array([loss_sum / n_micro, float(tokens), t_local, extra], dtype=np.float64)
@@ -794,7 +803,7 @@ class DDPStrategy(_Strategy):
     def __init__(self, cfg: DistConfig, model: Any, comm: Any = None, optimizer_factory: Callable | None = None) -> None:
         super().__init__(cfg, model, comm, optimizer_factory)
         self.opt = self._full_model_optimizer()
-        be = max(1, int(cfg.bucket_mb * (1 << 20)) // 4)
+        be = _bucket_elements(cfg.bucket_mb)
         self.buckets = [(a, min(a + be, self.n)) for a in range(0, self.n, be)]
         self._overlap = _OverlappedBuckets(self.c, self.buckets, lambda a, b: self.c.iallreduce_sum(self.flat_g[a:b]))
 
@@ -851,19 +860,15 @@ class Zero1Strategy(_Strategy):
         # The reduce-scatter, bucketed and overlapped with backward like DDP's allreduce: buckets never
         # cross a shard boundary, and each is summed into the rank that owns it (Ireduce to its root).
         # Over all buckets this moves the same bytes as one reduce-scatter.
-        be = max(1, int(cfg.bucket_mb * (1 << 20)) // 4)
-        self._owner = {a: r for r, (lo, hi) in enumerate(self.bounds) for a in range(lo, hi, be)}
-        self.buckets = [(a, min(a + be, hi)) for lo, hi in self.bounds for a in range(lo, hi, be)]
+        be = _bucket_elements(cfg.bucket_mb)
+        owned = [(r, a, min(a + be, hi)) for r, (lo, hi) in enumerate(self.bounds) for a in range(lo, hi, be)]
+        self.buckets = [(a, b) for _, a, b in owned]
+        self._owner = {a: r for r, a, _ in owned}
         self._overlap = _OverlappedBuckets(self.c, self.buckets, self._ireduce_to_owner)
 
     def _ireduce_to_owner(self, a: int, b: int) -> list:
         """Start summing flat_g[a:b] over the ranks into the rank whose shard holds it."""
-        MPI, owner = self.c.MPI, self._owner[a]
-        self.c.bytes_sent += (self.world_size - 1) / self.world_size * 4 * (b - a)
-        piece = self.flat_g[a:b]
-        if owner == self.rank:
-            return [self.c.comm.Ireduce(MPI.IN_PLACE, piece[i:j], MPI.SUM, root=owner) for i, j in _chunks(b - a)]
-        return [self.c.comm.Ireduce(piece[i:j], None, MPI.SUM, root=owner) for i, j in _chunks(b - a)]
+        return self.c.ireduce_sum(self.flat_g[a:b], root=self._owner[a])
 
     def _reduce_scatter(self) -> float:
         """Finish the gradient reduce-scatter (launching what backward did not); fills shard_g."""
@@ -1043,7 +1048,7 @@ class DiLoCoStrategy(_Strategy):
         t0 = time.perf_counter()
         micro = self._micro(batches)
         self.c.step = self.step_count
-        loss_sum, tokens = self._accumulate(micro)
+        loss_sum, tokens = _accumulate(self.model, micro)
         scale = 1.0 / len(micro)
         raw_sq = float(self.opt.grad_sq_norm())
         skipped = False

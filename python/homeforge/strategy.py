@@ -35,7 +35,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-__all__ = ["LocalStrategy", "param_groups"]
+__all__ = ["LocalStrategy", "param_groups", "run_micro_batches"]
 
 
 def param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
@@ -50,6 +50,18 @@ def param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
         if names:
             groups.append({"params": [params[n] for n in names], "grads": [grads[n] for n in names], "weight_decay": wd})
     return groups
+
+
+def run_micro_batches(model: Any, batches: Sequence) -> tuple[list[float], int]:
+    """Zero the gradients and run forward+backward on each (tokens, targets) micro-batch, so the
+    gradients accumulate; returns (the micro-batch losses, target tokens). The first backward may
+    overwrite the zeroed gradients (``zero_grad(overwrite_next=True)``): nothing writes them between."""
+    model.zero_grad(overwrite_next=True)
+    losses, tokens = [], 0
+    for x, y in batches:
+        losses.append(float(model.forward_backward(x, y)))
+        tokens += int(np.asarray(y).size)
+    return losses, tokens
 
 
 class LocalStrategy:
@@ -84,12 +96,7 @@ class LocalStrategy:
     def train_step(self, batches: Sequence[tuple[np.ndarray, np.ndarray]], lr: float) -> dict[str, Any]:
         if not batches:
             raise ValueError("train_step needs at least one micro-batch")
-        self.model.zero_grad(overwrite_next=True)
-        losses = []
-        tokens = 0
-        for x, y in batches:
-            losses.append(float(self.model.forward_backward(x, y)))
-            tokens += int(np.asarray(x).size)
+        losses, tokens = run_micro_batches(self.model, batches)
         loss = float(np.mean(losses))
         n = len(batches)
         if not math.isfinite(loss):
