@@ -22,7 +22,7 @@ import json
 
 import numpy as np
 
-from benchmarks.common import RESULTS_DIR, parser, print_table, save_results, set_threads, timeit
+from benchmarks.common import parser, print_table, save_results, set_threads, timeit
 
 
 def measure(quick: bool = False, threads: int | None = None) -> dict[str, float]:
@@ -76,10 +76,12 @@ def measure(quick: bool = False, threads: int | None = None) -> dict[str, float]
         peaks[dtype_name] = best
     limits = {"copy_gbs": copy_gbs, "triad_gbs": triad_gbs, "gemm_f32_gflops": peaks["f32"], "gemm_bf16_gflops": peaks["bf16"]}
 
-    instr = {"f32": "vfmadd231ps " + ("zmm" if _core.active_isa().startswith("avx512") else "ymm"), "bf16": "vdpbf16ps zmm"}
+    isa = _core.active_isa()
+    f32_instr = "vfmadd231ps zmm" if isa.startswith("avx512") else "vfmadd231ps ymm" if isa == "avx2" else "SSE2 mulps+addps"
+    instr = {"f32": f32_instr, "bf16": "vdpbf16ps zmm"}
     for dtype_name in ("f32", "bf16"):
-        if dtype_name == "bf16" and _core.active_isa() != "avx512_bf16":
-            rows.append({"what": "core peak bf16", "note": f"no bf16 instruction at ISA {_core.active_isa()}"})
+        if dtype_name == "bf16" and isa != "avx512_bf16":
+            rows.append({"what": "core peak bf16", "note": f"no bf16 instruction at ISA {isa}"})
             continue
         iters = 10_000_000 if quick else 50_000_000
         core = max(_core.core_peak_gflops(dtype_name, iters) for _ in range(3 if quick else 7))

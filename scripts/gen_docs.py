@@ -297,5 +297,6 @@ def main(argv: list[str] | None = None) -> int:
     files = {args.out / name: fn().rstrip() + "\n" for name, fn in (("cli.md", cli_md), ("config.md", config_md))}
     return write_or_check(files, args.check, "scripts/gen_docs.py")
 
+
 if __name__ == "__main__":
     sys.exit(main())

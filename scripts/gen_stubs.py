@@ -35,5 +35,6 @@ def main(argv: list[str] | None = None) -> int:
 
     return write_or_check({STUB: generate()}, args.check, "scripts/gen_stubs.py")
 
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -430,5 +430,6 @@ def main(argv=None) -> int:
     files = {OUT / name: nbformat.writes(build(cells)) + "\n" for name, cells in NOTEBOOKS.items()}
     return write_or_check(files, args.check, "scripts/make_notebooks.py")
 
+
 if __name__ == "__main__":
     sys.exit(main())

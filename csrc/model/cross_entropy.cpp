@@ -5,15 +5,16 @@
  *                              loss_n = logsumexp(logits_n) - logits_n[target_n]
  *                              dlogits = (softmax - onehot(target)) * scale        (in place)
  *                              dh[r] (rows, d) = dlogits @ W                        (GEMM)
- *                              dW (V, d) += dlogits^T @ h[r]       (GEMMs over 2048-row vocab blocks, beta=1)
+ *                              dW (V, d) += dlogits^T @ h[r]    (GEMMs over 2048-row vocab blocks)
  *
- * Only one chunk of logits exists at a time (chunk x V f32), never the full N x V f32, and the softmax gradient overwrites the logits in the same
- * pass that computes the loss: one read + one write of the chunk beyond the GEMMs. Rows with
- * target -100 give no loss and a zero gradient. In mixed precision the bf16 dlogits of a group of
- * chunks (up to 64 MiB, see ce_group_rows) are kept and dW is updated once per group: with
- * chunk = 262 rows at V = 32000 the 98 MB f32 dW was read and written four times per step with
- * a K = 262 GEMM (~660 GFLOP/s); one K = 1024 GEMM measured ~810 GFLOP/s on this machine. Per-row losses are summed in row order in
- * double, so the loss does not depend on threading.
+ * Only one chunk of logits exists at a time (chunk x V f32), never the full N x V f32, and the
+ * softmax gradient overwrites the logits in the same pass that computes the loss: one read + one
+ * write of the chunk beyond the GEMMs. Rows with target -100 give no loss and a zero gradient.
+ * In mixed precision the bf16 dlogits of a group of chunks (up to 64 MiB, see ce_group_rows) are
+ * kept and dW is updated once per group: with chunk = 262 rows at V = 32000 the 98 MB f32 dW was
+ * read and written four times per step with a K = 262 GEMM (~660 GFLOP/s); one K = 1024 GEMM
+ * measured ~810 GFLOP/s on this machine. Per-row losses are summed in row order in double, so the
+ * loss does not depend on threading.
  */
 #include <cmath>
 #include <vector>

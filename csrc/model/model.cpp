@@ -314,9 +314,9 @@ static int64_t count_targets(const int32_t* targets, int64_t n, int64_t V) {
 double Model::forward_backward(const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T,
                                const GradHook& hook) {
   const int64_t N = B * T, d = cfg_.d_model, V = cfg_.vocab_size, L = cfg_.n_layers;
-  // First forward_backward since zero_grad(): each GEMM-written gradient region is written once
-  // in this call before anything else touches it, so its GEMM may overwrite the zeros (beta = 0).
-  // Cleared before anything can throw or write, so every later call accumulates.
+  // First forward_backward since zero_grad(overwrite_next=true): each GEMM-written gradient region
+  // is written once in this call before anything else touches it, so its GEMM may overwrite the
+  // zeros (beta = 0). Cleared before anything can throw or write, so every later call accumulates.
   const bool fresh = grads_zero_;
   grads_zero_ = false;
   check_tokens(tokens, N, B, T);
