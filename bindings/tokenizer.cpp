@@ -362,23 +362,41 @@ void encode_flat(const Bpe& bpe, const BatchText& b, const std::vector<uint8_t>&
   py::gil_scoped_release release;
   fb.first.assign(n + 1, 0);
   fb.len.assign(n, 0);
-  fb.parts.clear();
-  fb.parts.reserve(n);
-  std::vector<uint32_t> doc_of;  // document of each part
-  doc_of.reserve(n);
-  for (size_t d = 0; d < n; ++d) {  // O(total bytes / kPartBytes) memchr probes, serial: cheap
-    fb.first[d] = fb.parts.size();
-    const auto* s = (const uint8_t*)b.views[d].data();
-    const size_t m = b.views[d].size();
-    size_t at = 0;
-    while (may_cut && m - at > kPartBytes + kPartBytes / 2) {
-      const size_t cut = hf::tok::safe_split_point(s, m, at + kPartBytes);
-      if (cut >= m) break;
-      fb.parts.push_back({at, cut});
-      doc_of.push_back((uint32_t)d);
+  // The cut points of the long documents, found in parallel: a safe point can lie far from where
+  // a cut is wanted (a table of numbers may have no letter before a space for 90 KB); serially,
+  // the scan took 2.5 ms of a 56 MB batch, whose whole 32-thread call takes ~15 ms on 32 cores.
+  std::vector<size_t> long_docs;
+  for (size_t d = 0; may_cut && d < n; ++d)
+    if (b.views[d].size() > kPartBytes + kPartBytes / 2) long_docs.push_back(d);
+  std::vector<std::vector<size_t>> cuts(long_docs.size());
+  for_items((int64_t)long_docs.size(), num_threads, [&](int64_t i) {
+    const std::string_view v = b.views[long_docs[i]];
+    const auto* s = (const uint8_t*)v.data();
+    for (size_t at = 0; v.size() - at > kPartBytes + kPartBytes / 2;) {
+      const size_t cut = hf::tok::safe_split_point(s, v.size(), at + kPartBytes);
+      if (cut >= v.size()) break;
+      cuts[i].push_back(cut);
       at = cut;
     }
-    fb.parts.push_back({at, m});
+  });
+  size_t n_parts = n;
+  for (const auto& c : cuts) n_parts += c.size();
+  fb.parts.clear();
+  fb.parts.reserve(n_parts);
+  std::vector<uint32_t> doc_of;  // document of each part
+  doc_of.reserve(n_parts);
+  for (size_t d = 0, li = 0; d < n; ++d) {  // O(parts)
+    fb.first[d] = fb.parts.size();
+    size_t at = 0;
+    if (li < long_docs.size() && long_docs[li] == d) {
+      for (size_t cut : cuts[li]) {
+        fb.parts.push_back({at, cut});
+        doc_of.push_back((uint32_t)d);
+        at = cut;
+      }
+      ++li;
+    }
+    fb.parts.push_back({at, b.views[d].size()});
     doc_of.push_back((uint32_t)d);
   }
   fb.first[n] = fb.parts.size();

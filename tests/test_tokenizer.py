@@ -412,7 +412,7 @@ def test_piece_cache_overflow_and_vocab_switch(toks, restore_threads):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_batch_cuts_long_documents_like_tiktoken(name, toks, restore_threads):
-    """Documents over 64 KiB are cut at safe newlines and their parts encoded by different threads;
+    """Documents over 24 KiB are cut at safe newlines and their parts encoded by different threads;
     the ids must equal tiktoken's on the whole document. The lines put every kind of character
     before and after the newlines (spaces, tabs, CR, NBSP, punctuation, digits, letters, CJK)."""
     # Whitespace-then-newline tokens make a wrong cut visible in the ids: cut after "x  \n", gpt2's
@@ -436,3 +436,25 @@ def test_batch_cuts_long_documents_like_tiktoken(name, toks, restore_threads):
     ids, off = tok.encode_batch_flat(texts)
     assert [ids[off[i]:off[i + 1]].tolist() for i in range(len(texts))] == expect
     assert tok.encode_batch(texts, num_threads=1) == expect
+
+
+# Around every space: the characters that can end or start a piece differently (letters, marks,
+# apostrophes, digits, punctuation, other whitespace, CJK, NBSP).
+CUT_FRAGMENTS = ["a", "Z", "xy", " ", "  ", "   ", "\t", "\n", "\r\n", " \n", "'s", "'", "'LL", "7", "12345",
+                 ".", "--", "\u00e9", "e\u0301", "\u0301", "\u4e2d\u6587", "\u00a0", "\U0001f600", "Ab", "aB"]
+
+
+@settings(max_examples=12, deadline=None)
+@given(seed=st.integers(0, 2**32 - 1), name=st.sampled_from(NAMES))
+def test_batch_cuts_before_spaces_like_tiktoken(toks, seed, name):
+    """Long documents are also cut before a space that follows an ASCII letter; the cut parts,
+    encoded by different threads, must give tiktoken's ids for the whole document."""
+    rng = np.random.default_rng(seed)
+    text = "".join(rng.choice(CUT_FRAGMENTS, size=30_000))
+    assert len(text.encode()) > 2 * 24 * 1024
+    tok = toks[name]
+    ref = tiktoken.Encoding(f"cutsp_{name}", pat_str=PATTERNS[name], mergeable_ranks=tok.mergeable_ranks(),
+                            special_tokens={})
+    ids, off = tok.encode_batch_flat([text, text[7:]], num_threads=2)
+    assert ids[off[0]:off[1]].tolist() == ref.encode_ordinary(text)
+    assert ids[off[1]:off[2]].tolist() == ref.encode_ordinary(text[7:])

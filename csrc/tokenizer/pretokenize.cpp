@@ -33,15 +33,14 @@ const char* pattern_name(Pattern p) {
 }
 
 size_t safe_split_point(const uint8_t* s, size_t n, size_t from) {
-  size_t i = from < 1 ? 1 : from - 1;  // candidate newline at i, cut at i + 1
-  while (i + 1 < n) {
-    const void* q = std::memchr(s + i, '\n', n - 1 - i);
-    if (!q) break;
-    i = size_t(static_cast<const uint8_t*>(q) - s);
-    const uint8_t before = s[i - 1], after = s[i + 1];
-    const bool letter = (after | 0x20) >= 'a' && (after | 0x20) <= 'z';
-    if (before > 0x20 && before < 0x7F && letter) return i + 1;
-    ++i;
+  auto letter = [](uint8_t c) { return (c | 0x20) >= 'a' && (c | 0x20) <= 'z'; };
+  // O(distance to the cut), one byte at a time: in prose and code a letter before a space comes
+  // every few bytes, so the scan is short. (The newline rule alone had to scan past whole indented
+  // blocks of code: 5.6 ms for a 56 MB batch of Python sources, and parts of up to 100 KB.)
+  for (size_t i = from < 1 ? 1 : from; i + 1 < n; ++i) {
+    const uint8_t c = s[i];
+    if (c == ' ' && letter(s[i - 1])) return i;
+    if (c == '\n' && s[i - 1] > 0x20 && s[i - 1] < 0x7F && letter(s[i + 1])) return i + 1;
   }
   return n;
 }

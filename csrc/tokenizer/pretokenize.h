@@ -46,12 +46,18 @@ const char* pattern_regex(Pattern p);
 
 // The first byte offset p in [from, n) where text s[0, n) may be cut in two, the halves
 // pre-tokenized on their own, with exactly the pieces of the whole (for the three named
-// patterns), or n if there is none. p qualifies when s[p-2] is a printable ASCII non-space, s[p-1]
-// is '\n' and s[p] an ASCII letter: the newline is a whitespace run of length one, so every
-// pattern ends a piece after it ("\n" alone, or a punctuation piece's trailing newlines), and no
-// piece starts with a newline and continues into a letter; `\s++$` and `\s+(?!\S)` at the cut
-// give that same one-character piece. A run of several whitespace characters before the letter
-// (where `$` would change the split) never qualifies. O(distance to p): memchr for newlines.
+// patterns), or n if there is none. p qualifies in two cases:
+// - s[p-1] is an ASCII letter and s[p] a space. A letter can only end a letter-run or
+//   contraction piece, and no such piece takes a space, so every pattern ends a piece at p; at the
+//   end of the first half the letters end the same piece (possessive or not, a letter run stops
+//   at the space and at the end alike). The second half starts where the whole text starts a
+//   piece, and no pattern looks behind, so it splits as the whole does from p on.
+// - s[p-2] is a printable ASCII non-space, s[p-1] is '\n' and s[p] an ASCII letter: the newline
+//   is a whitespace run of length one, so every pattern ends a piece after it ("\n" alone, or a
+//   punctuation piece's trailing newlines), and no piece starts with a newline and continues into
+//   a letter; `\s++$` and `\s+(?!\S)` at the cut give that same one-character piece. A run of
+//   several whitespace characters before the letter (where `$` would change the split) never
+//   qualifies.
 // Used to split long documents of a batch into pieces that threads encode independently.
 size_t safe_split_point(const uint8_t* s, size_t n, size_t from);
 const char* pattern_name(Pattern p);
