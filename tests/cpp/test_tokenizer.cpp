@@ -89,6 +89,37 @@ static void test_scanners_survive_invalid_utf8() {
   }
 }
 
+static void test_safe_split_points_keep_the_pieces() {
+  // Every cut safe_split_point offers must leave the pre-tokenizer pieces of the whole unchanged:
+  // the pieces of s equal those of s[0, p) followed by those of s[p, n) shifted by p.
+  std::mt19937 rng(11);
+  const char* frags[] = {"a", "Z", " ", "  ", "\t", "\n", "\r\n", "'s", "'", "7", ".", "\xc3\xa9", "\xcc\x81", "\xe4\xb8\xad", "\xc2\xa0"};
+  auto pieces = [](Pattern p, const std::string& t, size_t shift) {
+    std::vector<std::pair<size_t, size_t>> out;
+    for_each_piece(p, (const uint8_t*)t.data(), t.size(), [&](size_t b, size_t e) { out.emplace_back(b + shift, e + shift); });
+    return out;
+  };
+  size_t cuts = 0;
+  for (int it = 0; it < 300; ++it) {
+    std::string s;
+    for (int i = 0, n = 5 + (int)(rng() % 60); i < n; ++i) s += frags[rng() % (sizeof frags / sizeof *frags)];
+    const auto* u = (const uint8_t*)s.data();
+    for (size_t from = 0; from < s.size(); ++from) {
+      const size_t p = hf::tok::safe_split_point(u, s.size(), from);
+      EXPECT(p >= from && p <= s.size());
+      if (p == s.size()) continue;
+      ++cuts;
+      for (Pattern pat : {Pattern::gpt2, Pattern::cl100k, Pattern::o200k}) {
+        auto joined = pieces(pat, s.substr(0, p), 0);
+        auto tail = pieces(pat, s.substr(p), p);
+        joined.insert(joined.end(), tail.begin(), tail.end());
+        EXPECT(joined == pieces(pat, s, 0));
+      }
+    }
+  }
+  EXPECT(cuts > 1000);
+}
+
 static void test_encode_decode_and_errors() {
   std::map<std::string, uint32_t> m;
   Bpe bpe(small_vocab(&m), Pattern::cl100k, {{"<|endoftext|>", 1000}});
@@ -137,6 +168,7 @@ static void test_trainer_deterministic() {
 int main() {
   test_merge_paths_match_naive();
   test_scanners_survive_invalid_utf8();
+  test_safe_split_points_keep_the_pieces();
   test_encode_decode_and_errors();
   test_trainer_deterministic();
   std::puts("test_tokenizer: all passed");
