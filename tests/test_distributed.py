@@ -86,7 +86,7 @@ def reference(spec: dict, steps: int, *, sgd: bool = False) -> np.ndarray:
     if sgd:
         opt = homeforge.optim.SGD(_groups(model, d.get("weight_decay", 0.0)), lr=d["lr"], momentum=0.0, nesterov=False)
     else:
-        opt = homeforge.optim.AdamW(_groups(model, d.get("weight_decay", 0.01)), lr=d["lr"], betas=tuple(d.get("betas", (0.9, 0.999))),
+        opt = homeforge.optim.AdamW(_groups(model, d.get("weight_decay", 0.1)), lr=d["lr"], betas=tuple(d.get("betas", (0.9, 0.95))),
                                     eps=d.get("eps", 1e-8))
     for step in range(steps):
         model.zero_grad()
@@ -94,8 +94,8 @@ def reference(spec: dict, steps: int, *, sgd: bool = False) -> np.ndarray:
         for x, y in micro:
             model.forward_backward(x, y)
         kw = {"grad_scale": 1.0 / len(micro)}
-        if d.get("max_grad_norm") and not sgd:
-            kw["max_grad_norm"] = d["max_grad_norm"]
+        if d.get("max_grad_norm", 1.0) and not sgd:  # DistConfig clips at 1.0 unless told None
+            kw["max_grad_norm"] = d.get("max_grad_norm", 1.0)
         opt.step(d["lr"], **kw)
     return model.flat_params().copy()
 
@@ -140,7 +140,7 @@ def test_diloco_degenerate_identity_is_data_parallel_sgd(tmp_path):
     # H=1, outer lr 1, momentum 0, inner plain SGD (linear in the gradient):
     #   theta - mean_r lr*(g_r + wd*theta) == theta - lr*(mean_r g_r + wd*theta)  ==  DP-SGD.
     d = {"mode": "diloco", "diloco_h": 1, "outer_lr": 1.0, "outer_momentum": 0.0, "inner_optimizer": "sgd",
-         "lr": 0.5, "weight_decay": 0.01, "checksum_every": 1, "timeout_s": 60}
+         "lr": 0.5, "weight_decay": 0.01, "max_grad_norm": None, "checksum_every": 1, "timeout_s": 60}
     spec = {"dist": d, "micro": 1}
     launch(tmp_path, spec)
     r0, r1 = results(tmp_path, 2)
@@ -268,8 +268,7 @@ def test_two_rank_zero1_checkpoint_resumes_in_local_strategy(tmp_path):
     spec = {**BASE, "dist": d, "micro": 2}
     model = build_model(spec)
     model.flat_params()[:] = blob["params"]
-    st = strategy.LocalStrategy(model, lr=d["lr"], betas=(0.9, 0.999), eps=1e-8, weight_decay=d["weight_decay"],
-                                max_grad_norm=d["max_grad_norm"])
+    st = strategy.LocalStrategy(model, lr=d["lr"], weight_decay=d["weight_decay"], max_grad_norm=d["max_grad_norm"])
     st.load_state_dict(blob["strategy"])
     for step in range(3, 6):
         st.train_step(batches_for(spec, step, 0, 1), d["lr"])
@@ -293,3 +292,18 @@ def test_dist_config_from_a_run_config_takes_every_distributed_and_optim_key():
     assert DistConfig.from_any(RunConfig.from_dict({"distributed": {"mode": "none"}})).mode == "ddp"
     with pytest.raises(ValueError, match="wire_dtype"):
         DistConfig.from_any(RunConfig.from_dict({"distributed": {"wire_dtype": "fp8"}}))
+
+
+def test_dist_config_optimizer_defaults_are_local_strategys():
+    """make_strategy({"mode": "ddp"}) on N ranks trains like LocalStrategy(model) on one process:
+    the optimizer hyperparameters default alike."""
+    import dataclasses
+    import inspect
+
+    from homeforge.distributed import DistConfig
+    from homeforge.strategy import LocalStrategy
+
+    local = {k: p.default for k, p in inspect.signature(LocalStrategy).parameters.items() if p.default is not p.empty}
+    dist = {f.name: f.default for f in dataclasses.fields(DistConfig)}
+    for key in ("lr", "betas", "eps", "weight_decay", "max_grad_norm", "nonfinite"):
+        assert tuple(local[key]) == dist[key] if key == "betas" else local[key] == dist[key], key

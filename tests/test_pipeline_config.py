@@ -71,3 +71,24 @@ def test_schedule_matches_torch_schedulers():
         sched.step()
     assert lr_at(total + 5, lr=lr, warmup_steps=warm, total_steps=total, min_lr=0.001) == pytest.approx(0.001)
     assert lr_at(3, lr=lr, warmup_steps=0, total_steps=10, min_lr=0.0, schedule="constant") == lr
+
+
+def test_distributed_section_defaults_are_distconfigs():
+    """The run config's [distributed] section mirrors homeforge.distributed.DistConfig: same keys,
+    same defaults (except mode "none", which picks ddp under mpirun, and bucket_mb None, which
+    means DistConfig's measured default), so a TOML run and a Python API run train alike."""
+    import dataclasses
+
+    from homeforge.config import DistributedSection
+    from homeforge.distributed import DistConfig
+
+    dist_defaults = {f.name: f.default for f in dataclasses.fields(DistConfig)}
+    for f in dataclasses.fields(DistributedSection):
+        assert f.name in dist_defaults, f"[distributed] {f.name} is not a DistConfig key"
+        if f.name not in ("mode", "bucket_mb"):
+            assert f.default == dist_defaults[f.name], f"[distributed] {f.name} default differs from DistConfig's"
+    cfg = DistConfig.from_any(RunConfig())
+    for name, default in dist_defaults.items():
+        if name not in ("mode", "threads", "lr", "betas", "eps", "weight_decay", "max_grad_norm", "nonfinite"):
+            assert getattr(cfg, name) == default, name
+    assert cfg.mode == "ddp"

@@ -40,8 +40,8 @@ ONE flat f32 parameter buffer and ONE flat f32 gradient buffer: no pickling, no 
   workers (with outer_lr=1, mu=0 theta_global becomes the workers' mean).
 
   Degenerate identity (tested): with ``diloco_h=1``, ``outer_lr=1``, ``outer_momentum=0``, and plain
-  SGD as the inner optimizer (``inner_optimizer="sgd"``: no momentum, weight decay wd and clipping
-  off), one DiLoCo round is ``theta - mean_r(lr*(g_r + wd*theta)) = theta - lr*(mean_r g_r + wd*theta)``,
+  SGD as the inner optimizer (``inner_optimizer="sgd"``: no momentum, weight decay wd) and clipping
+  off (``max_grad_norm=None``), one DiLoCo round is ``theta - mean_r(lr*(g_r + wd*theta)) = theta - lr*(mean_r g_r + wd*theta)``,
   exactly synchronous data parallelism with SGD(lr, wd) on the averaged gradient; the identity needs
   an inner update that is *linear* in the gradient (AdamW's is not). With one rank, DiLoCo with
   outer_lr=1, momentum 0 equals local training with any inner optimizer and any H.
@@ -78,9 +78,9 @@ timeout_s                 seconds any collective may wait before the job is abor
 threads                   threads per rank; None = cores on host / ranks on host; 0 = leave as is
 straggler_ratio           log a straggler when the slowest rank's step time exceeds the median by
                           this factor (default 1.5)
-lr, betas, eps,           optimizer hyperparameters (AdamW; weight decay on 2-D weights only, none
-weight_decay,             on 1-D norm weights and biases, as LocalStrategy does)
-max_grad_norm
+lr, betas, eps,           optimizer hyperparameters, with LocalStrategy's defaults (1e-3, (0.9, 0.95),
+weight_decay,             1e-8, 0.1, 1.0; max_grad_norm None turns clipping off): AdamW, with weight
+max_grad_norm             decay on 2-D weights only, none on 1-D norm weights and biases
 ========================  ==========================================================================
 
 >>> cfg = DistConfig.from_any({"mode": "zero1", "bucket_mb": 2})
@@ -153,11 +153,12 @@ class DistConfig:
     timeout_s: float = 300.0
     threads: int | None = None
     straggler_ratio: float = 1.5
+    # The optimizer defaults are LocalStrategy's, so one process and N ranks train alike by default.
     lr: float = 1e-3
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[float, float] = (0.9, 0.95)
     eps: float = 1e-8
-    weight_decay: float = 0.01
-    max_grad_norm: float | None = None
+    weight_decay: float = 0.1
+    max_grad_norm: float | None = 1.0
 
     @classmethod
     def from_any(cls, cfg: Any = None, *, strict: bool = True) -> "DistConfig":
