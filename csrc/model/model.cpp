@@ -31,6 +31,7 @@
 #include <chrono>
 #include <map>
 #include <mutex>
+#include <stdexcept>
 #include <string>
 
 #include "attention/attention.h"
@@ -96,13 +97,27 @@ Model::Model(const Config& c) : cfg_(c) {
     }
 }
 
+Model::Busy::Busy(Model& m) : m_(m) {
+  if (m.busy_thread_.load() == std::this_thread::get_id())
+    throw std::runtime_error("the model is already running a call on this thread (forward, backward or decode, "
+                             "e.g. from inside a gradient hook); it cannot start another until that one returns");
+  lock_ = std::unique_lock<std::mutex>(m.busy_mutex_);
+  m.busy_thread_.store(std::this_thread::get_id());
+}
+
+Model::Busy::~Busy() { m_.busy_thread_.store(std::thread::id()); }
+
 void Model::zero_grad(bool overwrite_next) {
+  Busy busy(*this);
   float* g = grads();
   parallel_for(0, n_params_, 1 << 16, [&](int64_t lo, int64_t hi) { std::memset(g + lo, 0, size_t(hi - lo) * 4); });
   grads_zero_ = overwrite_next;
 }
 
-int64_t Model::state_bytes() const { return params_.bytes + grads_.bytes + wbf_.bytes + work_.bytes + kv_.bytes; }
+int64_t Model::state_bytes() const {
+  const int64_t rope = int64_t(rope_cos_.size() + rope_sin_.size()) * int64_t(sizeof(float));
+  return params_.bytes + grads_.bytes + wbf_.bytes + work_.bytes + kv_.bytes + rope;
+}
 
 void Model::check_tokens(const int32_t* tokens, int64_t n, int64_t B, int64_t T) const {
   HF_CHECK(B >= 1 && T >= 1, ValueError, "tokens must have shape (B, T) with B, T >= 1, got (" << B << ", " << T << ")");
@@ -313,6 +328,7 @@ static int64_t count_targets(const int32_t* targets, int64_t n, int64_t V) {
 
 double Model::forward_backward(const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T,
                                const GradHook& hook) {
+  Busy busy(*this);
   const int64_t N = B * T, d = cfg_.d_model, V = cfg_.vocab_size, L = cfg_.n_layers;
   // First forward_backward since zero_grad(overwrite_next=true): each GEMM-written gradient region
   // is written once in this call before anything else touches it, so its GEMM may overwrite the
@@ -356,6 +372,7 @@ double Model::forward_backward(const int32_t* tokens, const int32_t* targets, in
 }
 
 void Model::forward(const int32_t* tokens, int64_t B, int64_t T, float* logits) {
+  Busy busy(*this);
   check_tokens(tokens, B * T, B, T);
   { HF_PHASE("refresh_weights");
   refresh_weights();
@@ -368,6 +385,7 @@ void Model::forward(const int32_t* tokens, int64_t B, int64_t T, float* logits) 
 }
 
 double Model::loss(const int32_t* tokens, const int32_t* targets, int64_t B, int64_t T, int64_t* count) {
+  Busy busy(*this);
   const int64_t N = B * T;
   check_tokens(tokens, N, B, T);
   *count = count_targets(targets, N, cfg_.vocab_size);
@@ -380,6 +398,7 @@ double Model::loss(const int32_t* tokens, const int32_t* targets, int64_t B, int
 }
 
 void Model::decode(const int32_t* tokens, int64_t n, int64_t pos0, float* logits) {
+  Busy busy(*this);
   HF_CHECK(pos0 >= 0 && pos0 <= kv_len_, ValueError,
            "decode: pos0=" << pos0 << " must be within the cached length " << kv_len_);
   HF_CHECK(pos0 + n <= cfg_.max_seq_len, ValueError,

@@ -16,11 +16,14 @@
  * softmax and loss stay f32.
  */
 #pragma once
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <map>
-#include <string>
 #include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
 #include <vector>
 
 #include "model/kernels.h"
@@ -75,7 +78,7 @@ class Model {
   // Zeroes the gradient buffer. With overwrite_next, the next forward_backward may also write (not
   // add) the GEMM weight gradients: the caller promises not to put values into the buffer before it.
   void zero_grad(bool overwrite_next = false);
-  // Bytes held: params, grads, bf16 shadow, activation workspace, KV cache.
+  // Bytes held: params, grads, bf16 shadow, activation workspace, KV cache, RoPE tables.
   int64_t state_bytes() const;
   int64_t workspace_bytes() const { return work_.bytes; }
 
@@ -113,6 +116,23 @@ class Model {
   void layer_backward(int64_t l, const Plan& p, const Slot& s, const float* x_in, float wbeta);
   // Runs all layers and the final norm over tokens; returns the plan used.
   Plan& run_forward(const int32_t* tokens, int64_t B, int64_t T, bool train);
+
+  // Calls take turns: they share the workspace, the plan and the KV cache, so two threads running
+  // forward at once used to overwrite each other's activations. A call from the thread that is
+  // already inside one (say a grad-ready hook calling forward) is refused instead of deadlocking.
+  class Busy {
+   public:
+    explicit Busy(Model& m);
+    ~Busy();
+    Busy(const Busy&) = delete;
+    Busy& operator=(const Busy&) = delete;
+
+   private:
+    Model& m_;
+    std::unique_lock<std::mutex> lock_;
+  };
+  std::mutex busy_mutex_;
+  std::atomic<std::thread::id> busy_thread_{};
 
   Config cfg_;
   LayerOffsets lo_{};

@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ._atomic import apply_default_mode, fsync_dir
+from ._atomic import apply_default_mode, atomic_write, fsync_dir
 
 __all__ = ["export_hf", "export_gguf", "halves_to_interleaved", "GGUF_NAMES"]
 
@@ -68,36 +67,26 @@ def _cfg(model: Any) -> dict[str, Any]:
 
 
 def export_hf(model: Any, tok: Any, out_dir: str | os.PathLike[str]) -> Path:
-    """Write a transformers-loadable directory (model + tokenizer) to ``out_dir``, atomically."""
+    """Write a transformers-loadable directory (model + tokenizer) into ``out_dir``.
+
+    Each file is written atomically (temporary sibling, fsync, rename) and other files already in
+    ``out_dir`` are left alone, as transformers' ``save_pretrained`` does; a path that exists and
+    is not a directory raises OSError.
+    """
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    apply_default_mode(tmp)
-    try:
-        model.save_pretrained(tmp)
-        tok.save_hf(tmp / "tokenizer.json")
-        eot = "<|endoftext|>" if tok.eot_token is not None else None
-        tcfg = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": int(_cfg(model)["max_seq_len"]),
-                "clean_up_tokenization_spaces": False}
-        if eot:
-            tcfg.update({"eos_token": eot, "bos_token": eot, "unk_token": None})
-        (tmp / "tokenizer_config.json").write_text(json.dumps(tcfg, indent=1))
-        for p in tmp.iterdir():
-            with open(p, "rb+") as f:
-                os.fsync(f.fileno())
-        fsync_dir(tmp)
-        if out.exists():
-            old = out.parent / f".{out.name}.old"
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out, old)
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-        fsync_dir(out.parent)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    if out.exists() and not out.is_dir():
+        raise OSError(f"export: {out} exists and is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out)
+    tok.save_hf(out / "tokenizer.json")
+    eot = "<|endoftext|>" if tok.eot_token is not None else None
+    tcfg = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": int(_cfg(model)["max_seq_len"]),
+            "clean_up_tokenization_spaces": False}
+    if eot:
+        tcfg.update({"eos_token": eot, "bos_token": eot, "unk_token": None})
+    with atomic_write(out / "tokenizer_config.json", "w") as f:
+        f.write(json.dumps(tcfg, indent=1))
+    fsync_dir(out)
     return out
 
 

@@ -23,8 +23,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import numbers
 import os
 import struct
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -151,6 +153,9 @@ class ModelConfig:
         d, L, H, Hkv, F, S = _PRESETS[name]
         kw: dict[str, Any] = dict(vocab_size=vocab_size, d_model=d, n_layers=L, n_heads=H, n_kv_heads=Hkv,
                                   ffn_hidden=F, max_seq_len=S)
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"ModelConfig.preset: unknown key(s) {sorted(unknown)}")
         kw.update(overrides)
         return cls(**kw)
 
@@ -184,7 +189,13 @@ def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
         else:
             raise ValueError(f"{path}: tensor {name!r} has unsupported dtype {dt}")
         b, e = info["data_offsets"]
-        arr = np.frombuffer(raw, dtype=npdt, count=(e - b) // np.dtype(npdt).itemsize, offset=base + b)
+        if not 0 <= b <= e or base + e > len(raw):
+            raise ValueError(f"{path}: tensor {name!r} lies outside the file (truncated or corrupt: bytes "
+                             f"{base + b}..{base + e} of {len(raw)})")
+        count = (e - b) // np.dtype(npdt).itemsize
+        if count != int(np.prod(info["shape"], dtype=np.int64)):
+            raise ValueError(f"{path}: tensor {name!r} has {count} elements for shape {info['shape']}")
+        arr = np.frombuffer(raw, dtype=npdt, count=count, offset=base + b)
         out[name] = arr.reshape(info["shape"]).astype(np.float32)
     return out
 
@@ -241,6 +252,10 @@ class Model:
         self._pviews = self._views(self._params)
         self._gviews = self._views(self._grads)
         self._hook: Callable[[int, int], None] | None = None
+        # One KV cache per model: generations from several threads take turns; one started from
+        # inside another's on_token (same thread) is refused, since it would overwrite the cache.
+        self._generate_lock = threading.Lock()
+        self._generating_thread: int | None = None
         self._init_weights(int(seed))
 
     # ---- parameters ------------------------------------------------------------------------------
@@ -395,28 +410,38 @@ class Model:
         V = self.config.vocab_size
         if int(p.min()) < 0 or int(p.max()) >= V:
             raise ValueError(f"prompt_ids contains ids outside [0, vocab_size={V})")
-        if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0:
+        if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) or not temperature >= 0:
             raise ValueError(f"temperature must be a number >= 0, got {temperature!r}")
         if top_k is not None and (not _is_int(top_k) or top_k < 1):
             raise ValueError(f"top_k must be an int >= 1 or None, got {top_k!r}")
-        if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
+        if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, numbers.Real) or not 0 < top_p <= 1):
             raise ValueError(f"top_p must be in (0, 1] or None, got {top_p!r}")
+        if seed is not None and (not _is_int(seed) or seed < 0):
+            raise ValueError(f"seed must be an int >= 0 or None, got {seed!r}")
         if on_token is not None and not callable(on_token):
             raise TypeError("on_token must be callable or None")
+        if self._generating_thread == threading.get_ident():
+            raise RuntimeError("generate() was called while this thread is already generating with the same model "
+                               "(from on_token?): both would use the model's one KV cache")
         rng = np.random.default_rng(seed)
         out: list[int] = []
         if max_new_tokens == 0:
             return out
-        logits = self._core.decode(np.ascontiguousarray(p, dtype=np.int32), 0)
-        pos = int(p.size)
-        for i in range(max_new_tokens):
-            tok = self._sample(logits, float(temperature), top_k, top_p, rng)
-            out.append(tok)
-            if on_token is not None:
-                on_token(tok)
-            if i + 1 < max_new_tokens:
-                logits = self._core.decode(np.array([tok], dtype=np.int32), pos)
-                pos += 1
+        with self._generate_lock:
+            self._generating_thread = threading.get_ident()
+            try:
+                logits = self._core.decode(np.ascontiguousarray(p, dtype=np.int32), 0)
+                pos = int(p.size)
+                for i in range(max_new_tokens):
+                    tok = self._sample(logits, float(temperature), top_k, top_p, rng)
+                    out.append(tok)
+                    if on_token is not None:
+                        on_token(tok)
+                    if i + 1 < max_new_tokens:
+                        logits = self._core.decode(np.array([tok], dtype=np.int32), pos)
+                        pos += 1
+            finally:
+                self._generating_thread = None
         return out
 
     @staticmethod
@@ -424,7 +449,10 @@ class Model:
                 rng: np.random.Generator) -> int:
         if temperature == 0:
             return int(np.argmax(logits))
-        z = logits.astype(np.float64) / temperature
+        z = logits.astype(np.float64)
+        z -= z.max()  # before dividing: a tiny temperature then sends the rest to -inf, never to NaN
+        with np.errstate(over="ignore"):
+            z /= temperature
         if top_k is not None and top_k < z.size:
             kth = np.partition(z, -top_k)[-top_k]
             z = np.where(z >= kth, z, -np.inf)
@@ -479,6 +507,10 @@ class Model:
         d.mkdir(parents=True, exist_ok=True)
         _atomic_write_bytes(d / "model.safetensors", _safetensors_bytes(self._pviews))
         _atomic_write_bytes(d / "config.json", (json.dumps(self.hf_config(), indent=2) + "\n").encode())
+        # A sharded save of another model in this directory is now stale: remove its index and
+        # shards, as transformers' save_pretrained removes the weight files it did not write.
+        for stale in [d / "model.safetensors.index.json", *d.glob("model-[0-9][0-9][0-9][0-9][0-9]-of-*.safetensors")]:
+            stale.unlink(missing_ok=True)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike[str], *, dtype: str | None = None,
@@ -492,12 +524,14 @@ class Model:
         config = _config_from_hf(hf, dtype=dtype, recompute=recompute)
         tensors: dict[str, np.ndarray] = {}
         index = d / "model.safetensors.index.json"
-        if index.is_file():
+        if (d / "model.safetensors").is_file():  # transformers also prefers the single file
+            tensors = _read_safetensors(d / "model.safetensors")
+        elif index.is_file():
             files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
             for f in files:
+                if not (d / f).is_file():
+                    raise OSError(f"{index} names {f}, which is not in {d}")
                 tensors.update(_read_safetensors(d / f))
-        elif (d / "model.safetensors").is_file():
-            tensors = _read_safetensors(d / "model.safetensors")
         else:
             raise OSError(f"no model.safetensors (or index) in {d}")
         model = cls(config, seed=0)
@@ -523,15 +557,21 @@ def _config_from_hf(hf: dict[str, Any], *, dtype: str | None, recompute: bool | 
     if hf.get("model_type", "llama") != "llama" or "LlamaForCausalLM" not in arch:
         raise ValueError(f"unsupported model: model_type={hf.get('model_type')!r}, architectures={arch} "
                          "(only LlamaForCausalLM)")
+    missing = [k for k in ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size")
+               if k not in hf]
+    if missing:
+        raise ValueError(f"config.json lacks {missing}, which a Llama config needs")
     checks = [
-        ("hidden_act", "silu"), ("attention_bias", False), ("mlp_bias", False), ("pretraining_tp", 1),
+        ("hidden_act", ("silu", "swish")), ("attention_bias", (False,)), ("mlp_bias", (False,)), ("pretraining_tp", (1,)),
     ]
-    for key, ok in checks:
-        if key in hf and hf[key] is not None and hf[key] != ok:
-            raise ValueError(f"unsupported feature {key}={hf[key]!r} (homeforge supports {key}={ok!r})")
+    for key, ok in checks:  # transformers' "swish" is SiLU too
+        if key in hf and hf[key] is not None and hf[key] not in ok:
+            raise ValueError(f"unsupported feature {key}={hf[key]!r} (homeforge supports {key}={ok[0]!r})")
     rp = hf.get("rope_parameters") or {}
     rs = hf.get("rope_scaling")
     rope_type = rp.get("rope_type", rp.get("type", "default"))
+    if isinstance(rs, dict) and rs.get("rope_type", rs.get("type")) == "default" and set(rs) <= {"rope_type", "type", "rope_theta"}:
+        rs = None  # plain RoPE spelled out
     if rs:
         raise ValueError(f"unsupported feature rope_scaling={rs!r} (only default RoPE)")
     if rope_type != "default":
