@@ -97,6 +97,19 @@ def test_prepare_round_trip_cleaning_dedup_and_report(tmp_path, tok):
         prepare([src], out, tok, config=PrepareConfig(val_fraction=0.5))
 
 
+def test_prepare_into_a_folder_inside_the_input_skips_its_own_output(tmp_path, tok):
+    src, expected = _corpus(tmp_path)
+    out = src / "prepared"
+    cfg = PrepareConfig(val_fraction=0.0, chunk_bytes=20)
+    m = prepare([src], out, tok, config=cfg)
+    assert _docs_from_shards(out, m, tok, "train") == expected
+    # again: the finished manifest (its own shards are not new inputs); with overwrite: the same data again
+    assert prepare([src], out, tok, config=cfg)["splits"] == m["splits"]
+    m2 = prepare([src], out, tok, config=cfg, overwrite=True)
+    assert _docs_from_shards(out, m2, tok, "train") == expected
+    assert all(not s["path"].startswith(str(out)) for s in m2["sources"])
+
+
 def test_split_is_by_document_hash(tmp_path, tok):
     docs = [f"document number {i}\nwith body {i * 7}\n" for i in range(300)]
     (tmp_path / "in.jsonl").write_text("".join(json.dumps({"body": d}) + "\n" for d in docs))

@@ -75,9 +75,11 @@ _MAX_BAD_REPORTED = 1000
 # sources and cleaning
 
 
-def expand_inputs(inputs: Sequence[str | os.PathLike[str]], *, include: Sequence[str] = ()) -> list[Path]:
+def expand_inputs(inputs: Sequence[str | os.PathLike[str]], *, include: Sequence[str] = (),
+                  exclude: Sequence[str | os.PathLike[str]] = ()) -> list[Path]:
     """Files named by ``inputs``: files, folders (recursive; hidden entries skipped; ``include`` globs
     filter names, e.g. ``["*.py"]``) and glob patterns. Sorted within each input; duplicates dropped.
+    Files inside an ``exclude`` folder (e.g. the output of :func:`prepare`) are left out.
 
     >>> expand_inputs(["/definitely/not/here.txt"])
     Traceback (most recent call last):
@@ -88,6 +90,7 @@ def expand_inputs(inputs: Sequence[str | os.PathLike[str]], *, include: Sequence
     seen: set[Path] = set()
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
+    skip = [Path(e).resolve() for e in exclude]
     for item in inputs:
         s = os.fspath(item)
         p = Path(s)
@@ -105,6 +108,8 @@ def expand_inputs(inputs: Sequence[str | os.PathLike[str]], *, include: Sequence
             raise FileNotFoundError(f"input not found: {s}")
         for q in found:
             r = q.resolve()
+            if any(r.is_relative_to(e) for e in skip):
+                continue
             if r not in seen:
                 seen.add(r)
                 out.append(q)
@@ -369,10 +374,11 @@ def prepare(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike
     if eot is None:
         raise ValueError("the tokenizer has no <|endoftext|> special token, which separates documents; "
                          "train it with special_tokens=['<|endoftext|>']")
-    sources = expand_inputs(inputs, include=cfg.include)
-    if not sources:
-        raise ValueError(f"no input files found in {list(map(str, inputs))}")
     out = Path(out_dir)
+    sources = expand_inputs(inputs, include=cfg.include, exclude=[out])  # never read our own output
+    if not sources:
+        raise ValueError(f"no input files found in {list(map(str, inputs))}"
+                         + (f" (outside the output directory {out})" if out.exists() else ""))
     out.mkdir(parents=True, exist_ok=True)
     tok_hash = tok.hash()
     fingerprint = {"sources": _sources_record(sources), "tokenizer_hash": tok_hash, "config": _cfg_json(cfg)}
