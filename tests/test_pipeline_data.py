@@ -237,6 +237,26 @@ def test_loader_position_round_trips_exactly(tmp_path):
         TokenLoader(paths, seq_len=16, batch_size=2).load_state_dict(sd)
 
 
+@pytest.mark.parametrize("W,B,G", [(1, 4, 2), (1, 2, 4), (1, 1, 8), (2, 2, 2), (4, 1, 2)])
+def test_loader_steps_cover_the_same_windows_for_every_split_of_the_global_batch(tmp_path, W, B, G):
+    paths, _ = _shards(tmp_path, [220])  # 13 windows of 16: a step of 8 leaves 5, so epochs turn mid-way
+    one = TokenLoader(paths, seq_len=16, batch_size=8, seed=5)
+    ranks = [TokenLoader(paths, seq_len=16, batch_size=B, seed=5, rank=r, world_size=W, grad_accum=G) for r in range(W)]
+    assert ranks[0].tokens_per_step == one.tokens_per_step == 8 * 16
+    for step in range(7):
+        if step == 3:  # the position moves between the splits
+            sd = json.loads(json.dumps(ranks[0].state_dict()))
+            one2 = TokenLoader(paths, seq_len=16, batch_size=8, seed=5)
+            one2.load_state_dict(sd)
+            one = one2
+        want = sorted(row.tobytes() for row in one.next_batch()[0])
+        got = sorted(row.tobytes() for rk in ranks for x, _ in rk.next_step() for row in x)
+        assert got == want, step
+    if G > 1:
+        with pytest.raises(ValueError, match="next_step"):
+            ranks[0].next_batch()
+
+
 def test_loader_errors(tmp_path):
     paths, _ = _shards(tmp_path, [20])
     with pytest.raises(ValueError, match="too small"):

@@ -76,17 +76,16 @@ def _torch_run(torch, transformers, cfg, init, model_cfg, steps):
     no_decay = [p for _, p in model.named_parameters() if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=o.lr, betas=o.betas, eps=o.eps)
-    loader = TokenLoader(cfg.data.path, cfg.data.seq_len, cfg.data.batch_size, seed=cfg.data.seed)
-    losses = []
     n = cfg.data.grad_accum
+    loader = TokenLoader(cfg.data.path, cfg.data.seq_len, cfg.data.batch_size, seed=cfg.data.seed, grad_accum=n)
+    losses = []
     for step in range(steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, lr=o.lr, warmup_steps=o.warmup_steps, total_steps=cfg.train.steps,
                             min_lr=o.lr * o.min_lr_ratio)
         opt.zero_grad()
         total = 0.0
-        for _ in range(n):
-            x, y = loader.next_batch()
+        for x, y in loader.next_step():
             logits = model(input_ids=torch.from_numpy(x).long()).logits
             loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), torch.from_numpy(y).long().reshape(-1))
             (loss / n).backward()
@@ -144,6 +143,48 @@ def test_resume_is_bit_exact(prepared, tmp_path, dtype):
     flat_a = [x for x in _leaves(ca) if isinstance(x, np.ndarray)]
     flat_c = [x for x in _leaves(cc) if isinstance(x, np.ndarray)]
     assert len(flat_a) == len(flat_c) > 0 and all(x.tobytes() == y.tobytes() for x, y in zip(flat_a, flat_c))
+
+
+def _record_steps(tr):
+    """Make ``tr`` note the set of (tokens) rows each optimizer step trains on."""
+    seen, inner = [], tr.strategy.train_step
+
+    def step(batches, lr):
+        seen.append(sorted(row.tobytes() for x, _ in batches for row in x))
+        return inner(batches, lr)
+
+    tr.strategy.train_step = step
+    return seen
+
+
+@pytest.mark.parametrize("split", [(8, 1), (2, 4)])
+def test_resume_with_another_split_of_the_global_batch(prepared, tmp_path, split):
+    """N steps with batch_size 4 x grad_accum 2 == N/2 steps, then resume with another split of the
+    same global batch of 8: the same windows per step and the same parameters (up to the order of the
+    micro-batch sums)."""
+    data_dir, tok = prepared
+    N = 4
+    over = {"train__steps": N}
+    a = Trainer(_cfg(data_dir, tmp_path / "a", **over), tokenizer=tok, log=lambda s: None)
+    seen_a = _record_steps(a)
+    a.fit()
+    b = Trainer(_cfg(data_dir, tmp_path / "b", **over), tokenizer=tok, log=lambda s: None)
+    seen_b = _record_steps(b)
+    b.fit(until=N // 2)
+    bs, ga = split
+    c = Trainer(_cfg(data_dir, tmp_path / "b", data__batch_size=bs, data__grad_accum=ga, **over), tokenizer=tok,
+                log=lambda s: None)
+    seen_c = _record_steps(c)
+    c.fit(resume=True)
+    assert c.step == N
+    assert seen_b + seen_c == seen_a
+    pa, pc = a.model.named_parameters(), c.model.named_parameters()
+    for k in pa:
+        np.testing.assert_allclose(pc[k], pa[k], rtol=1e-4, atol=1e-5, err_msg=k)
+    # another global batch (grad_accum alone changed) is refused, naming the three factors
+    d = Trainer(_cfg(data_dir, tmp_path / "b", data__grad_accum=3, **over), tokenizer=tok, log=lambda s: None)
+    with pytest.raises(ValueError, match="global batch of 8 windows.*grad_accum 3"):
+        d.fit(resume=str(tmp_path / "b" / "checkpoints" / f"step_{N // 2:08d}"))
 
 
 def _leaves(x):

@@ -241,7 +241,7 @@ class Trainer:
         self._log = log if log is not None else (print if self.is_main else (lambda s: None))
         d = cfg.data
         self.loader = TokenLoader(self.data_dir, d.seq_len, d.batch_size, split="train", seed=d.seed, rank=self.rank,
-                                  world_size=self.world_size, shuffle=d.shuffle)
+                                  world_size=self.world_size, shuffle=d.shuffle, grad_accum=d.grad_accum)
         self.val_loader: TokenLoader | None = None
         if self.manifest["splits"].get("val", {}).get("tokens", 0) > 0 and cfg.train.eval_every:
             try:
@@ -263,7 +263,7 @@ class Trainer:
 
     @property
     def tokens_per_step(self) -> int:
-        return self.loader.tokens_per_step * self.config.data.grad_accum
+        return self.loader.tokens_per_step
 
     def lr(self, step: int) -> float:
         o = self.config.optim
@@ -411,7 +411,7 @@ class Trainer:
         while self.step < stop:
             lr = self.lr(self.step)
             t0 = time.perf_counter()
-            batches = [self.loader.next_batch() for _ in range(cfg.data.grad_accum)]
+            batches = self.loader.next_step()
             out = self.strategy.train_step(batches, lr)
             dt = time.perf_counter() - t0
             self.step += 1
