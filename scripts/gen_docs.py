@@ -199,6 +199,11 @@ def config_md() -> str:
         "Keys shown as *unset* have no default in the file: leave them out (TOML has no null) and",
         "homeforge fills them in as described.",
         "",
+        "On `--resume` the new config applies, except that the global batch (`data.batch_size` x",
+        "`data.grad_accum` x ranks) and these keys must keep the values saved in the checkpoint (the",
+        "data order and the optimizer state depend on them; a changed one is an error naming it):",
+        ", ".join(f"`{k}`" for k in config.RESUME_FIXED) + ".",
+        "",
     ]
     sections = config._SECTIONS
     for sec, cls in sections.items():

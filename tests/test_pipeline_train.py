@@ -187,6 +187,26 @@ def test_resume_with_another_split_of_the_global_batch(prepared, tmp_path, split
         d.fit(resume=str(tmp_path / "b" / "checkpoints" / f"step_{N // 2:08d}"))
 
 
+def test_resume_refuses_changed_data_order_and_optimizer_settings(prepared, tmp_path):
+    data_dir, tok = prepared
+    over = {"train__steps": 4}
+    Trainer(_cfg(data_dir, tmp_path / "r", **over), tokenizer=tok, log=lambda s: None).fit(until=2)
+    changed = {"data__seed": 7, "data__shuffle": False, "optim__betas": [0.8, 0.95], "optim__eps": 1e-6,
+               "optim__weight_decay": 0.0}
+    for key, value in changed.items():
+        tr = Trainer(_cfg(data_dir, tmp_path / "r", **over, **{key: value}), tokenizer=tok, log=lambda s: None)
+        saved = _cfg(data_dir, tmp_path / "r", **over).to_dict()[key.split("__")[0]][key.split("__")[1]]
+        with pytest.raises(ValueError, match=rf"{key.replace('__', '.')}: {saved!r} saved, {value!r} now".replace("[", r"\[")):
+            tr.fit(resume=True)
+    # lr and max_grad_norm may change, and do take effect
+    tr = Trainer(_cfg(data_dir, tmp_path / "r", optim__lr=1e-3, optim__max_grad_norm=0.5, **over), tokenizer=tok,
+                 log=lambda s: None)
+    tr.fit(resume=True)
+    assert tr.step == 4
+    assert [r["lr"] for r in tr.history if "lr" in r] == [lr_at(s, lr=1e-3, warmup_steps=10, total_steps=4, min_lr=1e-4)
+                                                          for s in (2, 3)]
+
+
 def _leaves(x):
     if isinstance(x, dict):
         for v in x.values():

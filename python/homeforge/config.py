@@ -53,7 +53,7 @@ else:  # pragma: no cover
     import tomli as tomllib  # type: ignore[no-redef]
 
 __all__ = ["ModelSection", "DataSection", "OptimSection", "TrainSection", "DistributedSection", "RunConfig",
-           "lr_at"]
+           "lr_at", "check_resume", "RESUME_FIXED"]
 
 
 @dataclass
@@ -151,6 +151,38 @@ class DistributedSection:
         d.update(lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay, max_grad_norm=o.max_grad_norm,
                  nonfinite=o.nonfinite, threads=cfg.train.threads)
         return d
+
+
+# Keys a resumed run takes from its checkpoint and so cannot change: the data order (the loader's
+# position is an index into it) and the optimizer hyper-parameters restored with its state. The
+# trainer raises naming them rather than silently ignoring a new value (see check_resume).
+RESUME_FIXED = ("data.seed", "data.shuffle", "optim.betas", "optim.eps", "optim.weight_decay")
+
+
+def check_resume(saved: dict[str, Any], current: dict[str, Any], where: str) -> None:
+    """ValueError naming every :data:`RESUME_FIXED` key whose value in ``current`` (a
+    :meth:`RunConfig.to_dict`) differs from ``saved`` (the config stored in a checkpoint).
+
+    >>> a = RunConfig().to_dict()
+    >>> check_resume(a, RunConfig.from_dict({}, ["optim.lr=1.0"]).to_dict(), "checkpoint x")  # lr may change
+    >>> check_resume(a, RunConfig.from_dict({}, ["data.seed=7"]).to_dict(), "checkpoint x")
+    Traceback (most recent call last):
+    ...
+    ValueError: checkpoint x cannot be resumed with changed settings (data.seed: 0 saved, 7 now); set them back or start a new run in another train.out_dir
+    """
+    diffs = []
+    for key in RESUME_FIXED:
+        sec, name = key.split(".")
+        if name not in saved.get(sec, {}):
+            continue
+        old, new = saved[sec][name], current[sec][name]
+        if isinstance(old, (list, tuple)):
+            old, new = list(old), list(new)
+        if old != new:
+            diffs.append(f"{key}: {old!r} saved, {new!r} now")
+    if diffs:
+        raise ValueError(f"{where} cannot be resumed with changed settings ({'; '.join(diffs)}); "
+                         "set them back or start a new run in another train.out_dir")
 
 
 _SECTIONS = {"model": ModelSection, "data": DataSection, "optim": OptimSection, "train": TrainSection,

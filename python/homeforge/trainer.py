@@ -17,7 +17,10 @@ in 0.3 s). The first console line states the peak used.
 
 Resume (``fit(resume=...)``, ``homeforge train --resume``) restores the parameters, the optimizer
 state, the data position, the RNG and the step, so N steps + resume + N steps gives bit for bit the
-parameters of 2N uninterrupted steps.
+parameters of 2N uninterrupted steps. The global batch (``batch_size x grad_accum x world_size``)
+and the keys of :data:`homeforge.config.RESUME_FIXED` (data seed and shuffle, optimizer betas, eps,
+weight_decay) must keep their saved values (ValueError naming them otherwise); other keys (lr,
+max_grad_norm, steps, ...) take the new value.
 
 >>> import os, tempfile, homeforge
 >>> from pathlib import Path
@@ -52,7 +55,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from .config import RunConfig, lr_at
+from .config import RunConfig, check_resume, lr_at
 from .data import TOKENIZER_FILE, TokenLoader, load_manifest
 
 __all__ = ["Trainer", "build_model_config", "check_architecture", "peak_flops", "mpi_world_size"]
@@ -302,6 +305,7 @@ class Trainer:
             p = p / "checkpoints"
         ck = load_checkpoint(p)
         check_architecture(ck.state.get("model_config", {}), self.model_config.to_dict(), f"checkpoint {ck.path}")
+        check_resume(ck.state.get("config", {}), self.config.to_dict(), f"checkpoint {ck.path}")
         copy_params(self.model, ck.params, f"checkpoint {ck.path}")
         self.strategy.load_state_dict(ck.optimizer)
         self.loader.load_state_dict(ck.state["data"])
