@@ -207,6 +207,45 @@ def test_resume_refuses_changed_data_order_and_optimizer_settings(prepared, tmp_
                                                           for s in (2, 3)]
 
 
+def test_samples_of_a_padded_vocabulary_use_only_the_tokenizer_ids(prepared, tmp_path):
+    data_dir, tok = prepared
+    n = tok.n_vocab
+    cfg = _cfg(data_dir, tmp_path / "pad", model__vocab_size=2 * n, train__steps=2, train__sample_every=1,
+               train__sample_temperature=1.5, train__sample_top_k=2 * n, train__sample_tokens=24)
+    tr = Trainer(cfg, tokenizer=tok, log=lambda s: None)
+    # make the padding ids the most likely ones: large random embedding rows (tied LM head)
+    emb = tr.model.named_parameters()["model.embed_tokens.weight"]
+    emb[n:] = np.random.default_rng(0).standard_normal(emb[n:].shape).astype(emb.dtype) * 50
+    tr.fit()  # samples at steps 1 and 2
+    assert len([r for r in tr.history if "sample" in r]) == 2
+    # greedy, against the argmax over the tokenizer's ids of the full forward pass (no KV cache)
+    ids = tok.encode_ordinary("def ")
+    want, logits_pad = [], []
+    for _ in range(8):
+        logits = tr.model.forward(np.array([ids + want], dtype=np.int32))[0, -1]
+        logits_pad.append(int(np.argmax(logits)) >= n)
+        want.append(int(np.argmax(logits[:n])))
+    assert any(logits_pad), "the test needs padding ids that would win without the restriction"
+    tr.config.train.sample_temperature = 0.0
+    got = tr.sample("def ", 8)
+    eot = want.index(tok.eot_token) if tok.eot_token in want else len(want)
+    assert got == "def " + tok.decode(want[:eot])
+
+
+def test_sample_settings_are_checked_up_front(prepared, tmp_path):
+    data_dir, tok = prepared
+    for key, value in (("train__sample_temperature", -1.0), ("train__sample_top_k", 0),
+                       ("train__sample_temperature", math.inf)):
+        with pytest.raises(ValueError, match=key.replace("__", r"\.")):
+            _cfg(data_dir, tmp_path / "s", **{key: value})
+    # more sample tokens than the context holds: capped like `homeforge generate`, the run goes on
+    cfg = _cfg(data_dir, tmp_path / "s", train__steps=2, train__sample_every=1, train__sample_tokens=1000,
+               train__sample_prompt="x" * 200)
+    tr = Trainer(cfg, tokenizer=tok, log=lambda s: None)
+    assert tr.fit()["step"] == 2
+    assert len([r for r in tr.history if "sample" in r]) == 2
+
+
 def _leaves(x):
     if isinstance(x, dict):
         for v in x.values():

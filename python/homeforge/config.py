@@ -334,6 +334,10 @@ class RunConfig:
         pos("train.threads", self.train.threads)
         for k in ("log_every", "eval_every", "eval_batches", "sample_every", "sample_tokens", "checkpoint_every"):
             pos(f"train.{k}", getattr(self.train, k), allow_zero=True)
+        if not self.train.sample_temperature >= 0.0 or math.isinf(self.train.sample_temperature):
+            raise ValueError(f"config key train.sample_temperature must be a finite number >= 0 (0: greedy), "
+                             f"got {self.train.sample_temperature}")
+        pos("train.sample_top_k", self.train.sample_top_k)
         if not 0.0 <= self.optim.min_lr_ratio <= 1.0:
             raise ValueError(f"config key optim.min_lr_ratio must be in [0, 1], got {self.optim.min_lr_ratio}")
         for i, b in enumerate(self.optim.betas):

@@ -327,18 +327,17 @@ class Trainer:
         return self.strategy.allreduce_mean(local)
 
     def sample(self, prompt: str | None = None, max_new_tokens: int | None = None, *, seed: int | None = None) -> str:
+        """``prompt`` (default ``train.sample_prompt``) and its generated continuation, up to
+        ``<|endoftext|>``; the same generation as ``homeforge generate``
+        (:func:`homeforge.inference.generate_text`: capped to max_seq_len, tokenizer ids only)."""
+        from .inference import generate_text
+
         t = self.config.train
         prompt = t.sample_prompt if prompt is None else prompt
-        ids = self.tokenizer.encode_ordinary(prompt) if prompt else [self.tokenizer.eot_token]
-        ids = ids[-(self.model_config.max_seq_len // 2):]
         if seed is None:
             seed = int(self.rng.integers(2**31))
-        out = self.model.generate(ids, max_new_tokens or t.sample_tokens, temperature=t.sample_temperature,
-                                  top_k=t.sample_top_k, seed=seed)
-        eot = self.tokenizer.eot_token
-        if eot is not None and eot in out:
-            out = out[:out.index(eot)]
-        return prompt + self.tokenizer.decode(out)
+        return prompt + generate_text(self.model, self.tokenizer, prompt, max_new_tokens=max_new_tokens or t.sample_tokens,
+                                      temperature=t.sample_temperature, top_k=t.sample_top_k, seed=seed)
 
     # ------------------------------------------------------------------ logging
 
