@@ -246,6 +246,33 @@ def test_sample_settings_are_checked_up_front(prepared, tmp_path):
     assert len([r for r in tr.history if "sample" in r]) == 2
 
 
+def _ck_metric(out, step):
+    import json
+
+    return json.loads((out / "checkpoints" / f"step_{step:08d}" / "checkpoint.json").read_text())["metric"]
+
+
+def test_checkpoint_metric_survives_until_and_a_second_resume(prepared, tmp_path):
+    from homeforge.checkpoint import resolve_checkpoint
+
+    data_dir, tok = prepared
+    over = {"train__steps": 4, "train__eval_every": 2, "train__eval_batches": 2}
+    out = tmp_path / "m"
+    a = Trainer(_cfg(data_dir, out, **over), tokenizer=tok, log=lambda s: None)
+    a.fit(until=2)  # stops at an evaluation step
+    val2 = [r["val_loss"] for r in a.history if "val_loss" in r]
+    assert len(val2) == 1 and _ck_metric(out, 2) == val2[0]
+    assert resolve_checkpoint(out / "checkpoints" / "best").name == "step_00000002"
+    b = Trainer(_cfg(data_dir, out, **over), tokenizer=tok, log=lambda s: None)
+    b.fit(resume=out / "checkpoints" / "best")
+    val4 = [r["val_loss"] for r in b.history if "val_loss" in r][-1]
+    assert _ck_metric(out, 4) == val4
+    c = Trainer(_cfg(data_dir, out, **over), tokenizer=tok, log=lambda s: None)
+    assert c.fit(resume=True)["step"] == 4  # nothing left to do: step_4 is written again, with its metric
+    assert _ck_metric(out, 4) == val4
+    assert resolve_checkpoint(out / "checkpoints" / "best").name == f"step_{(2 if val2[0] < val4 else 4):08d}"
+
+
 def _leaves(x):
     if isinstance(x, dict):
         for v in x.values():

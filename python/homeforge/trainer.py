@@ -258,6 +258,7 @@ class Trainer:
         self.rng = np.random.default_rng(cfg.train.seed)
         self.best_val = math.inf
         self.last_val: float | None = None
+        self.last_val_step: int | None = None  # the step last_val was measured at
         self.history: list[dict[str, Any]] = []
         self._tb: Any = None
         self._peak: float | None = None
@@ -313,6 +314,9 @@ class Trainer:
         bv = ck.state.get("best_val")
         self.best_val = math.inf if bv is None else float(bv)
         self.step = ck.step
+        # the checkpoint's metric is the validation loss of its step (None: not evaluated there)
+        self.last_val = None if ck.metric is None else float(ck.metric)
+        self.last_val_step = None if ck.metric is None else ck.step
         return ck
 
     # ------------------------------------------------------------------ evaluation / samples
@@ -450,7 +454,7 @@ class Trainer:
             if t.eval_every and (self.step % t.eval_every == 0 or self.step == total):
                 val = self.evaluate()
                 if val is not None:
-                    self.last_val = val
+                    self.last_val, self.last_val_step = val, self.step
                     self.best_val = min(self.best_val, val)
                     self._record({"step": self.step, "val_loss": val, "val_ppl": math.exp(min(val, 700.0))})
                     if tty:
@@ -470,7 +474,7 @@ class Trainer:
             sys.stdout.flush()
         path = None
         if save and last_saved != self.step:
-            path = self.save(metric=self.last_val if self.step == total else None)
+            path = self.save(metric=self.last_val if self.last_val_step == self.step else None)
         if self._tb is not None:
             self._tb.close()
             self._tb = None
