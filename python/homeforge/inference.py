@@ -136,7 +136,8 @@ def generate_text(model: Any, tok: Any, prompt: str, *, max_new_tokens: int = 12
 
 
 def eval_text(model: Any, tok: Any, text: str, *, seq_len: int | None = None, batch_size: int = 8) -> dict[str, float]:
-    """Mean next-token loss and perplexity of ``text`` (cleaned like training data), in windows of ``seq_len``."""
+    """Mean next-token loss and perplexity of ``text`` (cleaned like training data), in windows of
+    ``seq_len`` tokens (default and maximum: the model's ``max_seq_len``)."""
     cleaned = "".join(clean_lines(text))
     if not cleaned:
         raise ValueError("nothing to evaluate: the text is empty after cleaning")
@@ -145,8 +146,12 @@ def eval_text(model: Any, tok: Any, text: str, *, seq_len: int | None = None, ba
         ids = np.concatenate([[tok.eot_token], ids])
     if ids.size < 2:
         raise ValueError("nothing to evaluate: the text has fewer than 2 tokens")
-    T = int(seq_len or model.config.max_seq_len)
-    T = min(T, int(model.config.max_seq_len), ids.size - 1)
+    max_len = int(model.config.max_seq_len)
+    if seq_len is not None and not 1 <= seq_len <= max_len:
+        raise ValueError(f"seq_len must be in [1, max_seq_len={max_len}], got {seq_len}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    T = min(int(seq_len or max_len), ids.size - 1)  # a text shorter than the window is one window
     n_win = (ids.size - 1 + T - 1) // T
     total_loss, total_tok = 0.0, 0
     rows_x, rows_y, counts = [], [], []
