@@ -34,6 +34,14 @@ def test_toml_and_overrides(tmp_path):
     ("[model]\ndtype = 'fp16'\n", "model.dtype"),
     ("[trainer]\nsteps = 1\n", "trainer"),
     ("[distributed]\nmode = 'ring'\n", "distributed.mode"),
+    ("[train]\neval_batches = 0\n", "train.eval_batches"),
+    ("[train]\npeak_gflops = -5\n", "train.peak_gflops"),
+    ("[train]\nsample_tokens = 0\n", "train.sample_tokens"),
+    ("[train]\nsample_temperature = -1\n", "train.sample_temperature"),
+    ("[train]\nsample_top_k = 0\n", "train.sample_top_k"),
+    ("[optim]\nlr = nan\n", "optim.lr"),
+    ("[optim]\neps = inf\n", "optim.eps"),
+    ("[optim]\nmax_grad_norm = nan\n", "optim.max_grad_norm"),
 ])
 def test_bad_keys_and_types_name_the_key(tmp_path, text, key):
     p = tmp_path / "bad.toml"

@@ -318,8 +318,8 @@ class RunConfig:
 
     def validate(self) -> None:
         def pos(key: str, v: int | float | None, allow_zero: bool = False) -> None:
-            if v is not None and (v < 0 or (v == 0 and not allow_zero)):
-                raise ValueError(f"config key {key} must be {'>= 0' if allow_zero else '> 0'}, got {v}")
+            if v is not None and (not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero)):
+                raise ValueError(f"config key {key} must be {'>= 0' if allow_zero else '> 0'} and finite, got {v}")
 
         pos("data.seq_len", self.data.seq_len)
         pos("data.batch_size", self.data.batch_size)
@@ -332,8 +332,11 @@ class RunConfig:
         pos("train.steps", self.train.steps)
         pos("train.keep_last", self.train.keep_last)
         pos("train.threads", self.train.threads)
-        for k in ("log_every", "eval_every", "eval_batches", "sample_every", "sample_tokens", "checkpoint_every"):
+        for k in ("log_every", "eval_every", "sample_every", "checkpoint_every"):  # 0: never
             pos(f"train.{k}", getattr(self.train, k), allow_zero=True)
+        pos("train.eval_batches", self.train.eval_batches)
+        pos("train.sample_tokens", self.train.sample_tokens)
+        pos("train.peak_gflops", self.train.peak_gflops)
         if not self.train.sample_temperature >= 0.0 or math.isinf(self.train.sample_temperature):
             raise ValueError(f"config key train.sample_temperature must be a finite number >= 0 (0: greedy), "
                              f"got {self.train.sample_temperature}")
