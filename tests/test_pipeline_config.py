@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+import tomllib
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from homeforge.config import RunConfig, lr_at
 
@@ -22,6 +25,14 @@ def test_toml_and_overrides(tmp_path):
     again = tmp_path / "again.toml"
     again.write_text(cfg.to_toml())
     assert RunConfig.from_toml(again) == cfg
+
+
+@given(st.text(), st.text(alphabet=st.characters(max_codepoint=0x9F)))
+@settings(max_examples=200, deadline=None)
+def test_to_toml_reads_back_any_string(prompt, out_dir):
+    cfg = RunConfig.from_dict({"train": {"sample_prompt": prompt, "out_dir": out_dir}})
+    again = RunConfig.from_dict(tomllib.loads(cfg.to_toml()))  # the standard library's TOML reader
+    assert again.train.sample_prompt == prompt and again.train.out_dir == out_dir
 
 
 @pytest.mark.parametrize("text, key", [
