@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import math
-import tomllib
+import sys
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from homeforge.config import RunConfig, lr_at
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    tomllib = pytest.importorskip("tomli", reason="tomli (the TOML reader before Python 3.11) is not installed")
 
 
 def test_toml_and_overrides(tmp_path):
