@@ -217,6 +217,13 @@ def test_resume_via_cli_and_errors(run, tmp_path):
     hf("train", "--config", cfg, "--set", f"train.out_dir='{out}'", "--set", "train.steps=12", "--until", "6")
     p = hf("train", "--config", cfg, "--set", f"train.out_dir='{out}'", "--set", "train.steps=12", "--resume")
     assert json.loads(p.stdout.strip().splitlines()[-1])["step"] == 12
+    # the same fresh command again would mix two runs: refused, naming the ways out
+    p = hf("train", "--config", cfg, "--set", f"train.out_dir='{out}'", "--set", "train.steps=12", check=False)
+    assert p.returncode == 2 and "already holds a run" in p.stderr and "--overwrite" in p.stderr
+    p = hf("train", "--config", cfg, "--set", f"train.out_dir='{out}'", "--set", "train.steps=12", "--until", "1",
+           "--overwrite")
+    assert json.loads(p.stdout.strip().splitlines()[-1])["step"] == 1
+    assert sorted(q.name for q in (out / "checkpoints").iterdir()) == ["step_00000001"]
 
 
 def test_tokenizer_subcommands_are_wired():

@@ -273,6 +273,23 @@ def test_checkpoint_metric_survives_until_and_a_second_resume(prepared, tmp_path
     assert resolve_checkpoint(out / "checkpoints" / "best").name == f"step_{(2 if val2[0] < val4 else 4):08d}"
 
 
+def test_fresh_run_into_an_earlier_runs_out_dir(prepared, tmp_path):
+    import json
+
+    data_dir, tok = prepared
+    out = tmp_path / "o"
+    Trainer(_cfg(data_dir, out, train__steps=4, train__checkpoint_every=2), tokenizer=tok, log=lambda s: None).fit()
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000002", "step_00000004"]
+    again = Trainer(_cfg(data_dir, out, train__steps=2), tokenizer=tok, log=lambda s: None)
+    with pytest.raises(ValueError, match=r"train\.out_dir .* already holds a run .*--resume.*--overwrite"):
+        again.fit()
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000002", "step_00000004"]
+    again.fit(overwrite=True)  # starts over: nothing of the earlier run is left to mix in
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000002"]
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2]
+
+
 def _leaves(x):
     if isinstance(x, dict):
         for v in x.values():

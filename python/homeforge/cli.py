@@ -5,7 +5,7 @@
     homeforge demo [--corpus PATH ...] [--minutes 4 | --steps N] [--preset 1m] [--vocab-size N] [--out DIR]
     homeforge tokenizer train|encode ...
     homeforge data prepare INPUT ... --tokenizer TOK --out DIR [--jsonl-field text] [--val-fraction 0.005]
-    homeforge train --config run.toml [--set section.key=value ...] [--resume [CKPT]]
+    homeforge train --config run.toml [--set section.key=value ...] [--resume [CKPT] | --overwrite]
     homeforge generate --model RUN_OR_CKPT --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S]
     homeforge chat --model RUN_OR_CKPT
     homeforge eval --model RUN_OR_CKPT --file TEXT_FILE
@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue from the latest checkpoint of train.out_dir, or from the one given")
     p.add_argument("--until", type=_int_at_least(1), default=None,
                    help="stop after this step (the schedule still spans train.steps)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in a train.out_dir that holds an earlier run, removing its checkpoints and metrics")
 
     p = sub.add_parser("generate", help="generate text from a prompt, streamed")
     p.add_argument("--model", required=True, help="a run directory, checkpoint, or exported HF directory")
@@ -167,7 +169,7 @@ def _run(args: argparse.Namespace) -> int:
 
         cfg = RunConfig.from_toml(args.config, args.overrides)
         trainer = Trainer(cfg)
-        summary = trainer.fit(resume=args.resume, until=args.until)
+        summary = trainer.fit(resume=args.resume, until=args.until, overwrite=args.overwrite)
         if trainer.is_main:
             print(json.dumps(summary, default=str))
         return 0

@@ -47,6 +47,7 @@ import importlib.util
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -380,13 +381,35 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
 
+    def _claim_out_dir(self, overwrite: bool) -> None:
+        """A fresh run must not mix with an earlier one in ``out_dir`` (its checkpoints would be
+        overwritten step by step and later resumed, its metrics appended to): ValueError, or with
+        ``overwrite`` the earlier run's checkpoints/, metrics.jsonl and tb/ are removed first."""
+        old: list[Path] = []
+        if self.is_main:
+            old = [p for p in (self.ckpt_dir, self.out_dir / "metrics.jsonl", self.out_dir / "tb") if p.exists()]
+            if overwrite:
+                for p in old:
+                    shutil.rmtree(p) if p.is_dir() else p.unlink()
+                old = []
+            elif not (self.out_dir / "metrics.jsonl").exists() and not any(self.ckpt_dir.glob("step_*")):
+                old = []  # nothing of a run yet (an empty checkpoints/ or a tb/ alone)
+        # every rank raises, not only the main one that looked
+        if self.strategy.allreduce_mean(1.0 if old else 0.0) > 0:
+            found = ", ".join(p.name for p in old) or "files of an earlier run"
+            raise ValueError(f"train.out_dir {self.out_dir} already holds a run ({found}); continue it with --resume "
+                             "(fit(resume=True)), start over with --overwrite (fit(overwrite=True)), or choose "
+                             "another train.out_dir")
+
     def fit(self, *, resume: str | os.PathLike[str] | bool | None = None, until: int | None = None,
-            save: bool = True) -> dict[str, Any]:
+            save: bool = True, overwrite: bool = False) -> dict[str, Any]:
         """Train to ``train.steps`` (or stop early after step ``until``); returns a summary.
 
         A checkpoint is written every ``checkpoint_every`` steps and, with ``save``, at the end.
         ``resume=True`` continues from the latest checkpoint in ``out_dir`` (or starts fresh if there
-        is none); a path continues from that checkpoint.
+        is none); a path continues from that checkpoint. A fresh run (no ``resume``) into an
+        ``out_dir`` that holds an earlier run's checkpoints or metrics raises ValueError, unless
+        ``overwrite`` removes them first.
         """
         cfg = self.config
         t = cfg.train
@@ -395,6 +418,8 @@ class Trainer:
                 self.load(self.ckpt_dir)
         elif resume:
             self.load(resume)
+        if self.step == 0 and not resume:
+            self._claim_out_dir(overwrite)
         self._open_outputs()
         total = t.steps
         stop = total if until is None else min(until, total)
