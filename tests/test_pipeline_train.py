@@ -325,6 +325,15 @@ def test_metrics_file_and_checkpoints(prepared, tmp_path):
     assert set(ck) == {"step_00000006", "step_00000008", f"step_{best:08d}"}  # the last 2 and the best
     assert any("MFU" in ln and "tok/s" in ln and "ETA" in ln for ln in lines)
     assert RunConfig.from_toml(tmp_path / "r" / "config.toml") == cfg
+    # docs/formats.md lists exactly what is in the run directory (tb/ only with tensorboard)
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "formats.md").read_text()
+    table = doc.split("`train.out_dir` of a run:")[1].split("\n\n")[1]
+    listed = {row.split("`")[1].split("/")[0] for row in table.splitlines()[2:]} - {"tb"}
+    assert listed == {"config.toml", "metrics.jsonl", "checkpoints"}
+    assert {p.name for p in (tmp_path / "r").iterdir()} == listed
+    assert all((tmp_path / "r" / "checkpoints" / c / "tokenizer.hftok").is_file() for c in ck)
 
 
 def test_bad_runs_raise_clear_errors(prepared, tmp_path):

@@ -6,8 +6,9 @@ AdamW), then logging. Every ``eval_every`` steps the validation loss, every ``sa
 generated sample, every ``checkpoint_every`` steps (and at the end) a checkpoint.
 
 Output, under ``train.out_dir``: ``metrics.jsonl`` (one JSON object per logged step, evaluation and
-sample), ``checkpoints/step_*/`` (see :mod:`homeforge.checkpoint`), ``config.toml`` (the resolved
-config), ``tokenizer.hftok``, and TensorBoard event files in ``tb/`` when ``tensorboard`` is installed.
+sample), ``checkpoints/step_*/`` (see :mod:`homeforge.checkpoint`; each holds the run's
+``tokenizer.hftok``), ``config.toml`` (the resolved config), and TensorBoard event files in ``tb/``
+when ``tensorboard`` is installed.
 
 MFU = tokens/s x ``model.flops_per_token(seq_len)`` / peak FLOP/s, where the peak is
 ``train.peak_gflops`` if set, else the GEMM limit benchmarks/bench_machine.py recorded
