@@ -203,6 +203,9 @@ def config_md() -> str:
         "`data.grad_accum` x ranks) and these keys must keep the values saved in the checkpoint (the",
         "data order and the optimizer state depend on them; a changed one is an error naming it):",
         ", ".join(f"`{k}`" for k in config.RESUME_FIXED) + ".",
+        "A fresh run (without `--resume`) into a `train.out_dir` that holds an earlier run's checkpoints",
+        "or metrics is an error; `homeforge train --overwrite` (`Trainer.fit(overwrite=True)`) removes them",
+        "and starts over.",
         "",
     ]
     sections = config._SECTIONS
