@@ -101,6 +101,24 @@ def test_eval_reports_loss_and_perplexity(run, tmp_path):
     assert 0 < r["loss"] < 10 and abs(r["perplexity"] - np.exp(r["loss"])) < 1e-6 * r["perplexity"] and r["tokens"] > 100
 
 
+def test_eval_and_until_flags_are_checked(run, tmp_path):
+    root, _ = run
+    f = tmp_path / "t.txt"
+    f.write_text("def f(x):\n    return x\n" * 20)
+    from homeforge.inference import load_model
+
+    T = load_model(root / "run")[0].config.max_seq_len
+    for flags, words in ((["--seq-len", "-5"], ["--seq-len", ">= 1"]), (["--seq-len", "0"], ["--seq-len"]),
+                         (["--batch-size", "0"], ["--batch-size", ">= 1"]),
+                         (["--seq-len", str(T + 1)], [f"--seq-len {T + 1}", f"max_seq_len {T}"])):
+        p = hf("eval", "--model", root / "run", "--file", f, *flags, check=False)
+        assert p.returncode == 2 and all(w in p.stderr for w in words), (flags, p.stderr)
+        assert "Traceback" not in p.stderr
+    p = hf("train", "--config", root / "run.toml", "--set", f"train.out_dir='{tmp_path / 'u'}'", "--until", "-5",
+           check=False)
+    assert p.returncode == 2 and "--until" in p.stderr and not (tmp_path / "u").exists()
+
+
 def test_export_hf_loads_in_transformers(run, tmp_path):
     torch = pytest.importorskip("torch", reason="torch is needed to run the exported model in transformers")
     transformers = pytest.importorskip("transformers", reason="transformers is the reference loader")
@@ -199,6 +217,13 @@ def test_resume_via_cli_and_errors(run, tmp_path):
     hf("train", "--config", cfg, "--set", f"train.out_dir='{out}'", "--set", "train.steps=12", "--until", "6")
     p = hf("train", "--config", cfg, "--set", f"train.out_dir='{out}'", "--set", "train.steps=12", "--resume")
     assert json.loads(p.stdout.strip().splitlines()[-1])["step"] == 12
+    # the same fresh command again would mix two runs: refused, naming the ways out
+    p = hf("train", "--config", cfg, "--set", f"train.out_dir='{out}'", "--set", "train.steps=12", check=False)
+    assert p.returncode == 2 and "already holds a run" in p.stderr and "--overwrite" in p.stderr
+    p = hf("train", "--config", cfg, "--set", f"train.out_dir='{out}'", "--set", "train.steps=12", "--until", "1",
+           "--overwrite")
+    assert json.loads(p.stdout.strip().splitlines()[-1])["step"] == 1
+    assert sorted(q.name for q in (out / "checkpoints").iterdir()) == ["step_00000001"]
 
 
 def test_tokenizer_subcommands_are_wired():

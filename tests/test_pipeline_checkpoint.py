@@ -66,6 +66,30 @@ def test_corruption_is_detected_and_named(tmp_path, rng, damage, victim):
         load_checkpoint(p)
 
 
+@pytest.mark.parametrize("files", ["drop", [], {"model.safetensors": 3}])
+def test_manifest_without_files_names_the_file_and_key(tmp_path, rng, files):
+    import json
+
+    params, opt = _state(rng)
+    p = save_checkpoint(tmp_path, 1, params=params, optimizer=opt, state={"a": 1})
+    m = json.loads((p / "checkpoint.json").read_text())
+    if files == "drop":
+        del m["files"]
+    else:
+        m["files"] = files
+    (p / "checkpoint.json").write_text(json.dumps(m))
+    with pytest.raises(ValueError, match=r"checkpoint\.json.*\"files\""):
+        load_checkpoint(p)
+
+
+def test_non_finite_metric_is_not_written_as_invalid_json(tmp_path, rng):
+    import json
+
+    params, opt = _state(rng)
+    p = save_checkpoint(tmp_path, 1, params=params, optimizer=opt, state={"a": 1}, metric=float("nan"))
+    assert json.loads((p / "checkpoint.json").read_text(), parse_constant=lambda c: pytest.fail(c))["metric"] is None
+
+
 def test_keep_last_and_best(tmp_path, rng):
     params, opt = _state(rng)
     metrics = [5.0, 1.0, 4.0, None, 3.0, 6.0]

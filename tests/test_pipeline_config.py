@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import math
+import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from homeforge.config import RunConfig, lr_at
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    tomllib = pytest.importorskip("tomli", reason="tomli (the TOML reader before Python 3.11) is not installed")
 
 
 def test_toml_and_overrides(tmp_path):
@@ -24,6 +32,14 @@ def test_toml_and_overrides(tmp_path):
     assert RunConfig.from_toml(again) == cfg
 
 
+@given(st.text(), st.text(alphabet=st.characters(max_codepoint=0x9F)))
+@settings(max_examples=200, deadline=None)
+def test_to_toml_reads_back_any_string(prompt, out_dir):
+    cfg = RunConfig.from_dict({"train": {"sample_prompt": prompt, "out_dir": out_dir}})
+    again = RunConfig.from_dict(tomllib.loads(cfg.to_toml()))  # the standard library's TOML reader
+    assert again.train.sample_prompt == prompt and again.train.out_dir == out_dir
+
+
 @pytest.mark.parametrize("text, key", [
     ("[optim]\nlr = 'x'\n", "optim.lr"),
     ("[optim]\nlearning_rate = 1.0\n", "optim.learning_rate"),
@@ -34,6 +50,14 @@ def test_toml_and_overrides(tmp_path):
     ("[model]\ndtype = 'fp16'\n", "model.dtype"),
     ("[trainer]\nsteps = 1\n", "trainer"),
     ("[distributed]\nmode = 'ring'\n", "distributed.mode"),
+    ("[train]\neval_batches = 0\n", "train.eval_batches"),
+    ("[train]\npeak_gflops = -5\n", "train.peak_gflops"),
+    ("[train]\nsample_tokens = 0\n", "train.sample_tokens"),
+    ("[train]\nsample_temperature = -1\n", "train.sample_temperature"),
+    ("[train]\nsample_top_k = 0\n", "train.sample_top_k"),
+    ("[optim]\nlr = nan\n", "optim.lr"),
+    ("[optim]\neps = inf\n", "optim.eps"),
+    ("[optim]\nmax_grad_norm = nan\n", "optim.max_grad_norm"),
 ])
 def test_bad_keys_and_types_name_the_key(tmp_path, text, key):
     p = tmp_path / "bad.toml"

@@ -97,6 +97,19 @@ def test_prepare_round_trip_cleaning_dedup_and_report(tmp_path, tok):
         prepare([src], out, tok, config=PrepareConfig(val_fraction=0.5))
 
 
+def test_prepare_into_a_folder_inside_the_input_skips_its_own_output(tmp_path, tok):
+    src, expected = _corpus(tmp_path)
+    out = src / "prepared"
+    cfg = PrepareConfig(val_fraction=0.0, chunk_bytes=20)
+    m = prepare([src], out, tok, config=cfg)
+    assert _docs_from_shards(out, m, tok, "train") == expected
+    # again: the finished manifest (its own shards are not new inputs); with overwrite: the same data again
+    assert prepare([src], out, tok, config=cfg)["splits"] == m["splits"]
+    m2 = prepare([src], out, tok, config=cfg, overwrite=True)
+    assert _docs_from_shards(out, m2, tok, "train") == expected
+    assert all(not s["path"].startswith(str(out)) for s in m2["sources"])
+
+
 def test_split_is_by_document_hash(tmp_path, tok):
     docs = [f"document number {i}\nwith body {i * 7}\n" for i in range(300)]
     (tmp_path / "in.jsonl").write_text("".join(json.dumps({"body": d}) + "\n" for d in docs))
@@ -222,6 +235,26 @@ def test_loader_position_round_trips_exactly(tmp_path):
         TokenLoader(paths, seq_len=8, batch_size=5).load_state_dict(sd)
     with pytest.raises(ValueError, match="global batch"):
         TokenLoader(paths, seq_len=16, batch_size=2).load_state_dict(sd)
+
+
+@pytest.mark.parametrize("W,B,G", [(1, 4, 2), (1, 2, 4), (1, 1, 8), (2, 2, 2), (4, 1, 2)])
+def test_loader_steps_cover_the_same_windows_for_every_split_of_the_global_batch(tmp_path, W, B, G):
+    paths, _ = _shards(tmp_path, [220])  # 13 windows of 16: a step of 8 leaves 5, so epochs turn mid-way
+    one = TokenLoader(paths, seq_len=16, batch_size=8, seed=5)
+    ranks = [TokenLoader(paths, seq_len=16, batch_size=B, seed=5, rank=r, world_size=W, grad_accum=G) for r in range(W)]
+    assert ranks[0].tokens_per_step == one.tokens_per_step == 8 * 16
+    for step in range(7):
+        if step == 3:  # the position moves between the splits
+            sd = json.loads(json.dumps(ranks[0].state_dict()))
+            one2 = TokenLoader(paths, seq_len=16, batch_size=8, seed=5)
+            one2.load_state_dict(sd)
+            one = one2
+        want = sorted(row.tobytes() for row in one.next_batch()[0])
+        got = sorted(row.tobytes() for rk in ranks for x, _ in rk.next_step() for row in x)
+        assert got == want, step
+    if G > 1:
+        with pytest.raises(ValueError, match="next_step"):
+            ranks[0].next_batch()
 
 
 def test_loader_errors(tmp_path):

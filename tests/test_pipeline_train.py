@@ -76,17 +76,16 @@ def _torch_run(torch, transformers, cfg, init, model_cfg, steps):
     no_decay = [p for _, p in model.named_parameters() if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": o.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
                             lr=o.lr, betas=o.betas, eps=o.eps)
-    loader = TokenLoader(cfg.data.path, cfg.data.seq_len, cfg.data.batch_size, seed=cfg.data.seed)
-    losses = []
     n = cfg.data.grad_accum
+    loader = TokenLoader(cfg.data.path, cfg.data.seq_len, cfg.data.batch_size, seed=cfg.data.seed, grad_accum=n)
+    losses = []
     for step in range(steps):
         for g in opt.param_groups:
             g["lr"] = lr_at(step, lr=o.lr, warmup_steps=o.warmup_steps, total_steps=cfg.train.steps,
                             min_lr=o.lr * o.min_lr_ratio)
         opt.zero_grad()
         total = 0.0
-        for _ in range(n):
-            x, y = loader.next_batch()
+        for x, y in loader.next_step():
             logits = model(input_ids=torch.from_numpy(x).long()).logits
             loss = torch.nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), torch.from_numpy(y).long().reshape(-1))
             (loss / n).backward()
@@ -146,6 +145,151 @@ def test_resume_is_bit_exact(prepared, tmp_path, dtype):
     assert len(flat_a) == len(flat_c) > 0 and all(x.tobytes() == y.tobytes() for x, y in zip(flat_a, flat_c))
 
 
+def _record_steps(tr):
+    """Make ``tr`` note the set of (tokens) rows each optimizer step trains on."""
+    seen, inner = [], tr.strategy.train_step
+
+    def step(batches, lr):
+        seen.append(sorted(row.tobytes() for x, _ in batches for row in x))
+        return inner(batches, lr)
+
+    tr.strategy.train_step = step
+    return seen
+
+
+@pytest.mark.parametrize("split", [(8, 1), (2, 4)])
+def test_resume_with_another_split_of_the_global_batch(prepared, tmp_path, split):
+    """N steps with batch_size 4 x grad_accum 2 == N/2 steps, then resume with another split of the
+    same global batch of 8: the same windows per step and the same parameters (up to the order of the
+    micro-batch sums)."""
+    data_dir, tok = prepared
+    N = 4
+    over = {"train__steps": N}
+    a = Trainer(_cfg(data_dir, tmp_path / "a", **over), tokenizer=tok, log=lambda s: None)
+    seen_a = _record_steps(a)
+    a.fit()
+    b = Trainer(_cfg(data_dir, tmp_path / "b", **over), tokenizer=tok, log=lambda s: None)
+    seen_b = _record_steps(b)
+    b.fit(until=N // 2)
+    bs, ga = split
+    c = Trainer(_cfg(data_dir, tmp_path / "b", data__batch_size=bs, data__grad_accum=ga, **over), tokenizer=tok,
+                log=lambda s: None)
+    seen_c = _record_steps(c)
+    c.fit(resume=True)
+    assert c.step == N
+    assert seen_b + seen_c == seen_a
+    pa, pc = a.model.named_parameters(), c.model.named_parameters()
+    for k in pa:
+        np.testing.assert_allclose(pc[k], pa[k], rtol=1e-4, atol=1e-5, err_msg=k)
+    # another global batch (grad_accum alone changed) is refused, naming the three factors
+    d = Trainer(_cfg(data_dir, tmp_path / "b", data__grad_accum=3, **over), tokenizer=tok, log=lambda s: None)
+    with pytest.raises(ValueError, match="global batch of 8 windows.*grad_accum 3"):
+        d.fit(resume=str(tmp_path / "b" / "checkpoints" / f"step_{N // 2:08d}"))
+
+
+def test_resume_refuses_changed_data_order_and_optimizer_settings(prepared, tmp_path):
+    data_dir, tok = prepared
+    over = {"train__steps": 4}
+    Trainer(_cfg(data_dir, tmp_path / "r", **over), tokenizer=tok, log=lambda s: None).fit(until=2)
+    changed = {"data__seed": 7, "data__shuffle": False, "optim__betas": [0.8, 0.95], "optim__eps": 1e-6,
+               "optim__weight_decay": 0.0}
+    for key, value in changed.items():
+        tr = Trainer(_cfg(data_dir, tmp_path / "r", **over, **{key: value}), tokenizer=tok, log=lambda s: None)
+        saved = _cfg(data_dir, tmp_path / "r", **over).to_dict()[key.split("__")[0]][key.split("__")[1]]
+        with pytest.raises(ValueError, match=rf"{key.replace('__', '.')}: {saved!r} saved, {value!r} now".replace("[", r"\[")):
+            tr.fit(resume=True)
+    # lr and max_grad_norm may change, and do take effect
+    tr = Trainer(_cfg(data_dir, tmp_path / "r", optim__lr=1e-3, optim__max_grad_norm=0.5, **over), tokenizer=tok,
+                 log=lambda s: None)
+    tr.fit(resume=True)
+    assert tr.step == 4
+    assert [r["lr"] for r in tr.history if "lr" in r] == [lr_at(s, lr=1e-3, warmup_steps=10, total_steps=4, min_lr=1e-4)
+                                                          for s in (2, 3)]
+
+
+def test_samples_of_a_padded_vocabulary_use_only_the_tokenizer_ids(prepared, tmp_path):
+    data_dir, tok = prepared
+    n = tok.n_vocab
+    cfg = _cfg(data_dir, tmp_path / "pad", model__vocab_size=2 * n, train__steps=2, train__sample_every=1,
+               train__sample_temperature=1.5, train__sample_top_k=2 * n, train__sample_tokens=24)
+    tr = Trainer(cfg, tokenizer=tok, log=lambda s: None)
+    # make the padding ids the most likely ones: large random embedding rows (tied LM head)
+    emb = tr.model.named_parameters()["model.embed_tokens.weight"]
+    emb[n:] = np.random.default_rng(0).standard_normal(emb[n:].shape).astype(emb.dtype) * 50
+    tr.fit()  # samples at steps 1 and 2
+    assert len([r for r in tr.history if "sample" in r]) == 2
+    # greedy, against the argmax over the tokenizer's ids of the full forward pass (no KV cache)
+    ids = tok.encode_ordinary("def ")
+    want, logits_pad = [], []
+    for _ in range(8):
+        logits = tr.model.forward(np.array([ids + want], dtype=np.int32))[0, -1]
+        logits_pad.append(int(np.argmax(logits)) >= n)
+        want.append(int(np.argmax(logits[:n])))
+    assert any(logits_pad), "the test needs padding ids that would win without the restriction"
+    tr.config.train.sample_temperature = 0.0
+    got = tr.sample("def ", 8)
+    eot = want.index(tok.eot_token) if tok.eot_token in want else len(want)
+    assert got == "def " + tok.decode(want[:eot])
+
+
+def test_sample_settings_are_checked_up_front(prepared, tmp_path):
+    data_dir, tok = prepared
+    for key, value in (("train__sample_temperature", -1.0), ("train__sample_top_k", 0),
+                       ("train__sample_temperature", math.inf)):
+        with pytest.raises(ValueError, match=key.replace("__", r"\.")):
+            _cfg(data_dir, tmp_path / "s", **{key: value})
+    # more sample tokens than the context holds: capped like `homeforge generate`, the run goes on
+    cfg = _cfg(data_dir, tmp_path / "s", train__steps=2, train__sample_every=1, train__sample_tokens=1000,
+               train__sample_prompt="x" * 200)
+    tr = Trainer(cfg, tokenizer=tok, log=lambda s: None)
+    assert tr.fit()["step"] == 2
+    assert len([r for r in tr.history if "sample" in r]) == 2
+
+
+def _ck_metric(out, step):
+    import json
+
+    return json.loads((out / "checkpoints" / f"step_{step:08d}" / "checkpoint.json").read_text())["metric"]
+
+
+def test_checkpoint_metric_survives_until_and_a_second_resume(prepared, tmp_path):
+    from homeforge.checkpoint import resolve_checkpoint
+
+    data_dir, tok = prepared
+    over = {"train__steps": 4, "train__eval_every": 2, "train__eval_batches": 2}
+    out = tmp_path / "m"
+    a = Trainer(_cfg(data_dir, out, **over), tokenizer=tok, log=lambda s: None)
+    a.fit(until=2)  # stops at an evaluation step
+    val2 = [r["val_loss"] for r in a.history if "val_loss" in r]
+    assert len(val2) == 1 and _ck_metric(out, 2) == val2[0]
+    assert resolve_checkpoint(out / "checkpoints" / "best").name == "step_00000002"
+    b = Trainer(_cfg(data_dir, out, **over), tokenizer=tok, log=lambda s: None)
+    b.fit(resume=out / "checkpoints" / "best")
+    val4 = [r["val_loss"] for r in b.history if "val_loss" in r][-1]
+    assert _ck_metric(out, 4) == val4
+    c = Trainer(_cfg(data_dir, out, **over), tokenizer=tok, log=lambda s: None)
+    assert c.fit(resume=True)["step"] == 4  # nothing left to do: step_4 is written again, with its metric
+    assert _ck_metric(out, 4) == val4
+    assert resolve_checkpoint(out / "checkpoints" / "best").name == f"step_{(2 if val2[0] < val4 else 4):08d}"
+
+
+def test_fresh_run_into_an_earlier_runs_out_dir(prepared, tmp_path):
+    import json
+
+    data_dir, tok = prepared
+    out = tmp_path / "o"
+    Trainer(_cfg(data_dir, out, train__steps=4, train__checkpoint_every=2), tokenizer=tok, log=lambda s: None).fit()
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000002", "step_00000004"]
+    again = Trainer(_cfg(data_dir, out, train__steps=2), tokenizer=tok, log=lambda s: None)
+    with pytest.raises(ValueError, match=r"train\.out_dir .* already holds a run .*--resume.*--overwrite"):
+        again.fit()
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000002", "step_00000004"]
+    again.fit(overwrite=True)  # starts over: nothing of the earlier run is left to mix in
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["step_00000002"]
+    steps = [json.loads(line)["step"] for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2]
+
+
 def _leaves(x):
     if isinstance(x, dict):
         for v in x.values():
@@ -181,6 +325,15 @@ def test_metrics_file_and_checkpoints(prepared, tmp_path):
     assert set(ck) == {"step_00000006", "step_00000008", f"step_{best:08d}"}  # the last 2 and the best
     assert any("MFU" in ln and "tok/s" in ln and "ETA" in ln for ln in lines)
     assert RunConfig.from_toml(tmp_path / "r" / "config.toml") == cfg
+    # docs/formats.md lists exactly what is in the run directory (tb/ only with tensorboard)
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "formats.md").read_text()
+    table = doc.split("`train.out_dir` of a run:")[1].split("\n\n")[1]
+    listed = {row.split("`")[1].split("/")[0] for row in table.splitlines()[2:]} - {"tb"}
+    assert listed == {"config.toml", "metrics.jsonl", "checkpoints"}
+    assert {p.name for p in (tmp_path / "r").iterdir()} == listed
+    assert all((tmp_path / "r" / "checkpoints" / c / "tokenizer.hftok").is_file() for c in ck)
 
 
 def test_bad_runs_raise_clear_errors(prepared, tmp_path):

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -214,7 +215,8 @@ def resolve_checkpoint(path: str | os.PathLike[str]) -> Path:
     if p.name in ("latest", "best") and not p.exists():
         found = latest_checkpoint(p.parent) if p.name == "latest" else best_checkpoint(p.parent)
         if found is None:
-            raise FileNotFoundError(f"no complete checkpoint in {p.parent}")
+            what = "complete checkpoint" if p.name == "latest" else "complete checkpoint with a recorded metric (validation loss)"
+            raise FileNotFoundError(f"no {what} in {p.parent}")
         return found
     if not p.exists():
         raise FileNotFoundError(f"checkpoint not found: {p}")
@@ -265,7 +267,8 @@ def save_checkpoint(root: str | os.PathLike[str], step: int, *, params: dict[str
             with open(tmp / name, "rb+") as f:
                 os.fsync(f.fileno())
         entries = {p.name: {"sha256": _sha256(p), "bytes": p.stat().st_size} for p in sorted(tmp.iterdir())}
-        manifest = {"format": FORMAT, "step": int(step), "metric": None if metric is None else float(metric),
+        finite = metric is not None and math.isfinite(float(metric))  # NaN/inf are not JSON
+        manifest = {"format": FORMAT, "step": int(step), "metric": float(metric) if finite else None,
                     "files": entries}
         _write_bytes(tmp / MANIFEST, json.dumps(manifest, indent=1).encode())
         fsync_dir(tmp)
@@ -339,7 +342,11 @@ def verify_checkpoint(path: str | os.PathLike[str]) -> dict[str, Any]:
         raise ValueError(f"{mpath}: corrupt checkpoint manifest ({e})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         raise ValueError(f"{mpath}: not a {FORMAT} manifest")
-    for name, meta in manifest["files"].items():
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not all(isinstance(m, dict) and {"bytes", "sha256"} <= set(m) for m in files.values()):
+        raise ValueError(f"{mpath}: corrupt checkpoint manifest (key \"files\" is missing or is not a mapping of "
+                         "file names to their bytes and sha256)")
+    for name, meta in files.items():
         f = p / name
         if not f.is_file():
             raise ValueError(f"corrupt checkpoint {p}: file {name} is missing")

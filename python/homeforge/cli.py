@@ -5,7 +5,7 @@
     homeforge demo [--corpus PATH ...] [--minutes 4 | --steps N] [--preset 1m] [--vocab-size N] [--out DIR]
     homeforge tokenizer train|encode ...
     homeforge data prepare INPUT ... --tokenizer TOK --out DIR [--jsonl-field text] [--val-fraction 0.005]
-    homeforge train --config run.toml [--set section.key=value ...] [--resume [CKPT]]
+    homeforge train --config run.toml [--set section.key=value ...] [--resume [CKPT] | --overwrite]
     homeforge generate --model RUN_OR_CKPT --prompt TEXT [--max-new-tokens N] [--temperature T] [--top-k K] [--top-p P] [--seed S]
     homeforge chat --model RUN_OR_CKPT
     homeforge eval --model RUN_OR_CKPT --file TEXT_FILE
@@ -24,9 +24,24 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 __all__ = ["main", "build_parser"]
+
+
+def _int_at_least(low: int) -> Any:
+    """An argparse type: an int >= ``low`` (argparse names the flag in its error)."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
+        if v < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {v}")
+        return v
+
+    parse.__name__ = "int"
+    return parse
 
 
 def _add_sampling(p: argparse.ArgumentParser) -> None:
@@ -82,7 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE")
     p.add_argument("--resume", nargs="?", const=True, default=None,
                    help="continue from the latest checkpoint of train.out_dir, or from the one given")
-    p.add_argument("--until", type=int, default=None, help="stop after this step (the schedule still spans train.steps)")
+    p.add_argument("--until", type=_int_at_least(1), default=None,
+                   help="stop after this step (the schedule still spans train.steps)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start afresh in a train.out_dir that holds an earlier run, removing its checkpoints and metrics")
 
     p = sub.add_parser("generate", help="generate text from a prompt, streamed")
     p.add_argument("--model", required=True, help="a run directory, checkpoint, or exported HF directory")
@@ -96,8 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="loss and perplexity on a text file")
     p.add_argument("--model", required=True)
     p.add_argument("--file", required=True)
-    p.add_argument("--seq-len", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--seq-len", type=_int_at_least(1), default=None)
+    p.add_argument("--batch-size", type=_int_at_least(1), default=8)
 
     p = sub.add_parser("export", help="export to a Hugging Face directory or a GGUF file")
     p.add_argument("--model", required=True)
@@ -151,7 +169,7 @@ def _run(args: argparse.Namespace) -> int:
 
         cfg = RunConfig.from_toml(args.config, args.overrides)
         trainer = Trainer(cfg)
-        summary = trainer.fit(resume=args.resume, until=args.until)
+        summary = trainer.fit(resume=args.resume, until=args.until, overwrite=args.overwrite)
         if trainer.is_main:
             print(json.dumps(summary, default=str))
         return 0
@@ -184,6 +202,8 @@ def _run(args: argparse.Namespace) -> int:
                 raise FileNotFoundError(f"file not found: {args.file}") from None
             except UnicodeDecodeError as e:
                 raise ValueError(f"{args.file}: not valid UTF-8 at byte {e.start}") from None
+            if args.seq_len is not None and args.seq_len > model.config.max_seq_len:
+                raise ValueError(f"--seq-len {args.seq_len} exceeds the model's max_seq_len {model.config.max_seq_len}")
             r = eval_text(model, tok, text, seq_len=args.seq_len, batch_size=args.batch_size)
             print(json.dumps({"loss": r["loss"], "perplexity": r["perplexity"], "tokens": int(r["tokens"])}))
             return 0

@@ -53,7 +53,7 @@ else:  # pragma: no cover
     import tomli as tomllib  # type: ignore[no-redef]
 
 __all__ = ["ModelSection", "DataSection", "OptimSection", "TrainSection", "DistributedSection", "RunConfig",
-           "lr_at"]
+           "lr_at", "check_resume", "RESUME_FIXED"]
 
 
 @dataclass
@@ -151,6 +151,38 @@ class DistributedSection:
         d.update(lr=o.lr, betas=tuple(o.betas), eps=o.eps, weight_decay=o.weight_decay, max_grad_norm=o.max_grad_norm,
                  nonfinite=o.nonfinite, threads=cfg.train.threads)
         return d
+
+
+# Keys a resumed run takes from its checkpoint and so cannot change: the data order (the loader's
+# position is an index into it) and the optimizer hyper-parameters restored with its state. The
+# trainer raises naming them rather than silently ignoring a new value (see check_resume).
+RESUME_FIXED = ("data.seed", "data.shuffle", "optim.betas", "optim.eps", "optim.weight_decay")
+
+
+def check_resume(saved: dict[str, Any], current: dict[str, Any], where: str) -> None:
+    """ValueError naming every :data:`RESUME_FIXED` key whose value in ``current`` (a
+    :meth:`RunConfig.to_dict`) differs from ``saved`` (the config stored in a checkpoint).
+
+    >>> a = RunConfig().to_dict()
+    >>> check_resume(a, RunConfig.from_dict({}, ["optim.lr=1.0"]).to_dict(), "checkpoint x")  # lr may change
+    >>> check_resume(a, RunConfig.from_dict({}, ["data.seed=7"]).to_dict(), "checkpoint x")
+    Traceback (most recent call last):
+    ...
+    ValueError: checkpoint x cannot be resumed with changed settings (data.seed: 0 saved, 7 now); set them back or start a new run in another train.out_dir
+    """
+    diffs = []
+    for key in RESUME_FIXED:
+        sec, name = key.split(".")
+        if name not in saved.get(sec, {}):
+            continue
+        old, new = saved[sec][name], current[sec][name]
+        if isinstance(old, (list, tuple)):
+            old, new = list(old), list(new)
+        if old != new:
+            diffs.append(f"{key}: {old!r} saved, {new!r} now")
+    if diffs:
+        raise ValueError(f"{where} cannot be resumed with changed settings ({'; '.join(diffs)}); "
+                         "set them back or start a new run in another train.out_dir")
 
 
 _SECTIONS = {"model": ModelSection, "data": DataSection, "optim": OptimSection, "train": TrainSection,
@@ -286,8 +318,8 @@ class RunConfig:
 
     def validate(self) -> None:
         def pos(key: str, v: int | float | None, allow_zero: bool = False) -> None:
-            if v is not None and (v < 0 or (v == 0 and not allow_zero)):
-                raise ValueError(f"config key {key} must be {'>= 0' if allow_zero else '> 0'}, got {v}")
+            if v is not None and (not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero)):
+                raise ValueError(f"config key {key} must be {'>= 0' if allow_zero else '> 0'} and finite, got {v}")
 
         pos("data.seq_len", self.data.seq_len)
         pos("data.batch_size", self.data.batch_size)
@@ -300,8 +332,15 @@ class RunConfig:
         pos("train.steps", self.train.steps)
         pos("train.keep_last", self.train.keep_last)
         pos("train.threads", self.train.threads)
-        for k in ("log_every", "eval_every", "eval_batches", "sample_every", "sample_tokens", "checkpoint_every"):
+        for k in ("log_every", "eval_every", "sample_every", "checkpoint_every"):  # 0: never
             pos(f"train.{k}", getattr(self.train, k), allow_zero=True)
+        pos("train.eval_batches", self.train.eval_batches)
+        pos("train.sample_tokens", self.train.sample_tokens)
+        pos("train.peak_gflops", self.train.peak_gflops)
+        if not self.train.sample_temperature >= 0.0 or math.isinf(self.train.sample_temperature):
+            raise ValueError(f"config key train.sample_temperature must be a finite number >= 0 (0: greedy), "
+                             f"got {self.train.sample_temperature}")
+        pos("train.sample_top_k", self.train.sample_top_k)
         if not 0.0 <= self.optim.min_lr_ratio <= 1.0:
             raise ValueError(f"config key optim.min_lr_ratio must be in [0, 1], got {self.optim.min_lr_ratio}")
         for i, b in enumerate(self.optim.betas):
@@ -319,13 +358,18 @@ class RunConfig:
                 raise ValueError(f"config key {key} must be one of {', '.join(map(repr, allowed))}, got {v!r}")
 
 
+_TOML_ESCAPES = {"\\": "\\\\", '"': '\\"', "\b": "\\b", "\t": "\\t", "\n": "\\n", "\f": "\\f", "\r": "\\r"}
+
+
 def _toml_value(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
     if isinstance(v, (int, float)):
         return repr(v)
     if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+        # a TOML basic string: backslash, quote and every control character (U+0000-U+001F, U+007F) escaped
+        return '"' + "".join(_TOML_ESCAPES.get(c) or (f"\\u{ord(c):04X}" if ord(c) < 0x20 or ord(c) == 0x7F else c)
+                             for c in v) + '"'
     if isinstance(v, (list, tuple)):
         return "[" + ", ".join(_toml_value(x) for x in v) + "]"
     raise TypeError(f"cannot write {type(v).__name__} as TOML")

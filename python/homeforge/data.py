@@ -75,9 +75,11 @@ _MAX_BAD_REPORTED = 1000
 # sources and cleaning
 
 
-def expand_inputs(inputs: Sequence[str | os.PathLike[str]], *, include: Sequence[str] = ()) -> list[Path]:
+def expand_inputs(inputs: Sequence[str | os.PathLike[str]], *, include: Sequence[str] = (),
+                  exclude: Sequence[str | os.PathLike[str]] = ()) -> list[Path]:
     """Files named by ``inputs``: files, folders (recursive; hidden entries skipped; ``include`` globs
     filter names, e.g. ``["*.py"]``) and glob patterns. Sorted within each input; duplicates dropped.
+    Files inside an ``exclude`` folder (e.g. the output of :func:`prepare`) are left out.
 
     >>> expand_inputs(["/definitely/not/here.txt"])
     Traceback (most recent call last):
@@ -88,6 +90,7 @@ def expand_inputs(inputs: Sequence[str | os.PathLike[str]], *, include: Sequence
     seen: set[Path] = set()
     if isinstance(inputs, (str, os.PathLike)):
         inputs = [inputs]
+    skip = [Path(e).resolve() for e in exclude]
     for item in inputs:
         s = os.fspath(item)
         p = Path(s)
@@ -105,6 +108,8 @@ def expand_inputs(inputs: Sequence[str | os.PathLike[str]], *, include: Sequence
             raise FileNotFoundError(f"input not found: {s}")
         for q in found:
             r = q.resolve()
+            if any(r.is_relative_to(e) for e in skip):
+                continue
             if r not in seen:
                 seen.add(r)
                 out.append(q)
@@ -369,10 +374,11 @@ def prepare(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike
     if eot is None:
         raise ValueError("the tokenizer has no <|endoftext|> special token, which separates documents; "
                          "train it with special_tokens=['<|endoftext|>']")
-    sources = expand_inputs(inputs, include=cfg.include)
-    if not sources:
-        raise ValueError(f"no input files found in {list(map(str, inputs))}")
     out = Path(out_dir)
+    sources = expand_inputs(inputs, include=cfg.include, exclude=[out])  # never read our own output
+    if not sources:
+        raise ValueError(f"no input files found in {list(map(str, inputs))}"
+                         + (f" (outside the output directory {out})" if out.exists() else ""))
     out.mkdir(parents=True, exist_ok=True)
     tok_hash = tok.hash()
     fingerprint = {"sources": _sources_record(sources), "tokenizer_hash": tok_hash, "config": _cfg_json(cfg)}
@@ -547,18 +553,20 @@ class TokenLoader:
 
     The concatenated shards are cut into windows of ``seq_len + 1`` tokens starting every
     ``seq_len`` tokens (targets are tokens shifted by one). Each epoch visits the windows in the
-    order of a permutation seeded by ``(seed, epoch)`` (``shuffle=False``: in order). A global step
-    consumes ``batch_size * world_size`` consecutive entries of that order, and rank ``r`` takes
-    entries ``[r * batch_size, (r + 1) * batch_size)`` of them: disjoint across ranks, and the union
-    over ranks equals what one process with ``batch_size * world_size`` would read. The position
-    (epoch, cursor) counts global windows, so it does not depend on the world size.
+    order of a permutation seeded by ``(seed, epoch)`` (``shuffle=False``: in order). An optimizer
+    step (:meth:`next_step`) consumes ``batch_size * grad_accum * world_size`` consecutive entries of
+    that order (a new epoch starts when they do not fit in the current one); micro-batch ``m`` of
+    rank ``r`` takes entries ``[(m * world_size + r) * batch_size, ... + batch_size)`` of them:
+    disjoint across ranks, and the union over micro-batches and ranks is the same set of windows for
+    every split of the same global batch into ``batch_size``, ``grad_accum`` and ``world_size``. The
+    position (epoch, cursor) counts global windows, so it does not depend on that split.
     """
 
     def __init__(self, source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], seq_len: int,
                  batch_size: int, *, split: str = "train", seed: int = 0, rank: int = 0, world_size: int = 1,
-                 shuffle: bool = True) -> None:
-        if seq_len < 1 or batch_size < 1:
-            raise ValueError(f"seq_len and batch_size must be >= 1, got {seq_len} and {batch_size}")
+                 shuffle: bool = True, grad_accum: int = 1) -> None:
+        if seq_len < 1 or batch_size < 1 or grad_accum < 1:
+            raise ValueError(f"seq_len, batch_size and grad_accum must be >= 1, got {seq_len}, {batch_size} and {grad_accum}")
         if not 0 <= rank < world_size:
             raise ValueError(f"rank must be in [0, world_size={world_size}), got {rank}")
         if isinstance(source, (str, os.PathLike)) and not Path(source).exists():
@@ -582,11 +590,13 @@ class TokenLoader:
         self.rank, self.world_size = int(rank), int(world_size)
         self.seed, self.shuffle = int(seed), bool(shuffle)
         self.n_windows = max(0, (self.total_tokens - 1) // self.seq_len)
-        self.global_batch = self.batch_size * self.world_size
-        if self.n_windows < self.global_batch:
+        self.grad_accum = int(grad_accum)
+        self.global_batch = self.batch_size * self.world_size  # windows of one micro-batch, all ranks
+        self.step_windows = self.global_batch * self.grad_accum  # windows of one optimizer step
+        if self.n_windows < self.step_windows:
             raise ValueError(f"{split} data too small: {self.total_tokens} tokens give {self.n_windows} windows of "
-                             f"{self.seq_len}+1 tokens, but one step needs {self.global_batch} "
-                             f"(batch_size {self.batch_size} x world_size {self.world_size})")
+                             f"{self.seq_len}+1 tokens, but one step needs {self.step_windows} "
+                             f"(batch_size {self.batch_size} x grad_accum {self.grad_accum} x world_size {self.world_size})")
         self.epoch = 0
         self.cursor = 0
         self._order: np.ndarray | None = None
@@ -621,16 +631,26 @@ class TokenLoader:
         rows = np.stack([self._window(w) for w in windows])
         return np.ascontiguousarray(rows[:, :-1]), np.ascontiguousarray(rows[:, 1:])
 
-    def next_batch(self) -> tuple[np.ndarray, np.ndarray]:
-        """This rank's (tokens, targets) for the next global step; advances the position."""
-        if self.cursor + self.global_batch > self.n_windows:
+    def next_step(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """This rank's ``grad_accum`` (tokens, targets) micro-batches of the next optimizer step;
+        advances the position by ``step_windows``."""
+        if self.cursor + self.step_windows > self.n_windows:
             self.epoch += 1
             self.cursor = 0
         order = self._order_for(self.epoch)
-        lo = self.cursor + self.rank * self.batch_size
-        batch = self._batch(order[lo:lo + self.batch_size])
-        self.cursor += self.global_batch
-        return batch
+        out = []
+        for m in range(self.grad_accum):
+            lo = self.cursor + m * self.global_batch + self.rank * self.batch_size
+            out.append(self._batch(order[lo:lo + self.batch_size]))
+        self.cursor += self.step_windows
+        return out
+
+    def next_batch(self) -> tuple[np.ndarray, np.ndarray]:
+        """This rank's (tokens, targets) for the next global step (``grad_accum`` must be 1)."""
+        if self.grad_accum != 1:
+            raise ValueError(f"next_batch() reads one micro-batch per step; with grad_accum={self.grad_accum} "
+                             "use next_step()")
+        return self.next_step()[0]
 
     def eval_batches(self, max_batches: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """In-order batches for evaluation (position untouched); rank-sliced like next_batch."""
@@ -643,21 +663,23 @@ class TokenLoader:
 
     @property
     def tokens_per_step(self) -> int:
-        """Tokens of one global step (all ranks)."""
-        return self.global_batch * self.seq_len
+        """Tokens of one optimizer step (all micro-batches, all ranks)."""
+        return self.step_windows * self.seq_len
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "cursor": self.cursor, "seed": self.seed, "seq_len": self.seq_len,
-                "n_windows": self.n_windows, "global_batch": self.global_batch, "shuffle": int(self.shuffle)}
+                "n_windows": self.n_windows, "global_batch": self.step_windows, "shuffle": int(self.shuffle)}
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
         for key in ("seq_len", "n_windows"):
             if int(sd[key]) != getattr(self, key):
                 raise ValueError(f"data position was saved with {key}={sd[key]}, but this loader has "
                                  f"{key}={getattr(self, key)} (different data or sequence length)")
-        if int(sd.get("global_batch", self.global_batch)) != self.global_batch:
+        if int(sd.get("global_batch", self.step_windows)) != self.step_windows:
             raise ValueError(f"data position was saved with a global batch of {sd['global_batch']} windows; this "
-                             f"run has {self.global_batch} (batch_size x world_size must stay the same to resume)")
+                             f"run has {self.step_windows} (batch_size {self.batch_size} x grad_accum "
+                             f"{self.grad_accum} x world_size {self.world_size}); the global batch must stay "
+                             "the same to resume")
         self.seed = int(sd["seed"])
         self.shuffle = bool(sd.get("shuffle", 1))
         self._order_epoch = -1

@@ -115,7 +115,7 @@ def run_demo(*, corpus: Sequence[str] | None = None, out: str = "runs/demo", ste
         trainer._log = lambda s: None
         trainer.config.train.log_every = 10**9
         trainer.config.train.eval_every = 0
-        trainer.fit(until=2, save=False)
+        trainer.fit(until=2, save=False, overwrite=True)  # a demo run again starts over
         t0 = time.perf_counter()
         trainer.fit(until=calib, save=False)
         per_step = (time.perf_counter() - t0) / max(1, calib - 2)
@@ -127,7 +127,7 @@ def run_demo(*, corpus: Sequence[str] | None = None, out: str = "runs/demo", ste
             f"(~{minutes:g} min at the measured {per_step * 1e3:.0f} ms/step)")
     else:
         log(f"[4/4] training {preset} for {steps} steps of {batch_size}x{seq_len} tokens")
-    summary = trainer.fit()
+    summary = trainer.fit(overwrite=True)
     first = next((r["loss"] for r in trainer.history if "loss" in r), float("nan"))
     log(f"loss: {first:.3f} at step 1 -> {summary['loss']:.3f} at step {summary['step']}"
         + (f" (validation {summary['val_loss']:.3f})" if summary.get("val_loss") is not None else ""))

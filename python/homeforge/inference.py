@@ -9,10 +9,11 @@
 from __future__ import annotations
 
 import codecs
+import contextlib
 import math
 import os
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -69,10 +70,33 @@ def _token_bytes_fn(tok: Any) -> Callable[[int], bytes]:
     return lambda i: tok.decode([i]).encode("utf-8")
 
 
+@contextlib.contextmanager
+def _tokenizer_ids_only(model: Any, n_vocab: int) -> Iterator[None]:
+    """Within the block, ``model.generate`` samples only ids ``< n_vocab``: a model whose vocab_size
+    is padded beyond the tokenizer's has logits for ids that decode to nothing (and, early in training,
+    are as likely as any other). The padding logits are cut off before Model's own sampling rule
+    (temperature, top-k, top-p) runs, so it picks among the tokenizer's ids exactly as it would
+    without padding."""
+    sample = getattr(type(model), "_sample", None)
+    if sample is None or int(model.config.vocab_size) <= n_vocab:
+        yield
+        return
+    model._sample = lambda logits, *args: sample(logits[:n_vocab], *args)
+    try:
+        yield
+    finally:
+        del model._sample
+
+
 def generate_text(model: Any, tok: Any, prompt: str, *, max_new_tokens: int = 128, temperature: float = 0.8,
                   top_k: int | None = 40, top_p: float | None = None, seed: int | None = None,
                   on_text: Callable[[str], None] | None = None, stop_at_eot: bool = True) -> str:
-    """Generate a continuation of ``prompt``; each decoded piece is passed to ``on_text`` as it comes."""
+    """Generate a continuation of ``prompt``; each decoded piece is passed to ``on_text`` as it comes.
+
+    A prompt of ``max_seq_len`` tokens or more keeps its last ``max_seq_len // 2``, and
+    ``max_new_tokens`` is capped so that prompt + continuation fit in ``max_seq_len``. Only the
+    tokenizer's ids are sampled, also when the model's vocabulary is padded beyond it.
+    """
     ids = tok.encode_ordinary(prompt) if prompt else []
     eot = tok.eot_token
     if not ids:
@@ -100,8 +124,9 @@ def generate_text(model: Any, tok: Any, prompt: str, *, max_new_tokens: int = 12
             if on_text:
                 on_text(s)
 
-    model.generate(ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-                   on_token=on_token)
+    with _tokenizer_ids_only(model, int(tok.n_vocab)):
+        model.generate(ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                       on_token=on_token)
     tail = stream.flush()
     if tail:
         pieces.append(tail)
@@ -111,7 +136,8 @@ def generate_text(model: Any, tok: Any, prompt: str, *, max_new_tokens: int = 12
 
 
 def eval_text(model: Any, tok: Any, text: str, *, seq_len: int | None = None, batch_size: int = 8) -> dict[str, float]:
-    """Mean next-token loss and perplexity of ``text`` (cleaned like training data), in windows of ``seq_len``."""
+    """Mean next-token loss and perplexity of ``text`` (cleaned like training data), in windows of
+    ``seq_len`` tokens (default and maximum: the model's ``max_seq_len``)."""
     cleaned = "".join(clean_lines(text))
     if not cleaned:
         raise ValueError("nothing to evaluate: the text is empty after cleaning")
@@ -120,8 +146,12 @@ def eval_text(model: Any, tok: Any, text: str, *, seq_len: int | None = None, ba
         ids = np.concatenate([[tok.eot_token], ids])
     if ids.size < 2:
         raise ValueError("nothing to evaluate: the text has fewer than 2 tokens")
-    T = int(seq_len or model.config.max_seq_len)
-    T = min(T, int(model.config.max_seq_len), ids.size - 1)
+    max_len = int(model.config.max_seq_len)
+    if seq_len is not None and not 1 <= seq_len <= max_len:
+        raise ValueError(f"seq_len must be in [1, max_seq_len={max_len}], got {seq_len}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    T = min(int(seq_len or max_len), ids.size - 1)  # a text shorter than the window is one window
     n_win = (ids.size - 1 + T - 1) // T
     total_loss, total_tok = 0.0, 0
     rows_x, rows_y, counts = [], [], []

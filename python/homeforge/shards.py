@@ -7,7 +7,7 @@ offset size    field
 ====== ======= ==============================================================
 0      8       magic ``b"HFTOKENS"``
 8      4       format version (uint32, currently 1)
-12     4       bytes per token: 2 (uint16, vocabularies < 65,536) or 4 (uint32)
+12     4       bytes per token: 2 (uint16, vocabularies <= 65,536) or 4 (uint32)
 16     8       number of tokens (uint64)
 24     8       vocabulary size (uint64); every token is < this
 32     4       CRC-32 of the token bytes (uint32)

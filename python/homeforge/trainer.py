@@ -6,8 +6,9 @@ AdamW), then logging. Every ``eval_every`` steps the validation loss, every ``sa
 generated sample, every ``checkpoint_every`` steps (and at the end) a checkpoint.
 
 Output, under ``train.out_dir``: ``metrics.jsonl`` (one JSON object per logged step, evaluation and
-sample), ``checkpoints/step_*/`` (see :mod:`homeforge.checkpoint`), ``config.toml`` (the resolved
-config), ``tokenizer.hftok``, and TensorBoard event files in ``tb/`` when ``tensorboard`` is installed.
+sample), ``checkpoints/step_*/`` (see :mod:`homeforge.checkpoint`; each holds the run's
+``tokenizer.hftok``), ``config.toml`` (the resolved config), and TensorBoard event files in ``tb/``
+when ``tensorboard`` is installed.
 
 MFU = tokens/s x ``model.flops_per_token(seq_len)`` / peak FLOP/s, where the peak is
 ``train.peak_gflops`` if set, else the GEMM limit benchmarks/bench_machine.py recorded
@@ -17,7 +18,10 @@ in 0.3 s). The first console line states the peak used.
 
 Resume (``fit(resume=...)``, ``homeforge train --resume``) restores the parameters, the optimizer
 state, the data position, the RNG and the step, so N steps + resume + N steps gives bit for bit the
-parameters of 2N uninterrupted steps.
+parameters of 2N uninterrupted steps. The global batch (``batch_size x grad_accum x world_size``)
+and the keys of :data:`homeforge.config.RESUME_FIXED` (data seed and shuffle, optimizer betas, eps,
+weight_decay) must keep their saved values (ValueError naming them otherwise); other keys (lr,
+max_grad_norm, steps, ...) take the new value.
 
 >>> import os, tempfile, homeforge
 >>> from pathlib import Path
@@ -44,6 +48,7 @@ import importlib.util
 import json
 import math
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -52,7 +57,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .checkpoint import Checkpoint, load_checkpoint, save_checkpoint
-from .config import RunConfig, lr_at
+from .config import RunConfig, check_resume, lr_at
 from .data import TOKENIZER_FILE, TokenLoader, load_manifest
 
 __all__ = ["Trainer", "build_model_config", "check_architecture", "peak_flops", "mpi_world_size"]
@@ -241,7 +246,7 @@ class Trainer:
         self._log = log if log is not None else (print if self.is_main else (lambda s: None))
         d = cfg.data
         self.loader = TokenLoader(self.data_dir, d.seq_len, d.batch_size, split="train", seed=d.seed, rank=self.rank,
-                                  world_size=self.world_size, shuffle=d.shuffle)
+                                  world_size=self.world_size, shuffle=d.shuffle, grad_accum=d.grad_accum)
         self.val_loader: TokenLoader | None = None
         if self.manifest["splits"].get("val", {}).get("tokens", 0) > 0 and cfg.train.eval_every:
             try:
@@ -255,6 +260,7 @@ class Trainer:
         self.rng = np.random.default_rng(cfg.train.seed)
         self.best_val = math.inf
         self.last_val: float | None = None
+        self.last_val_step: int | None = None  # the step last_val was measured at
         self.history: list[dict[str, Any]] = []
         self._tb: Any = None
         self._peak: float | None = None
@@ -263,7 +269,7 @@ class Trainer:
 
     @property
     def tokens_per_step(self) -> int:
-        return self.loader.tokens_per_step * self.config.data.grad_accum
+        return self.loader.tokens_per_step
 
     def lr(self, step: int) -> float:
         o = self.config.optim
@@ -302,6 +308,7 @@ class Trainer:
             p = p / "checkpoints"
         ck = load_checkpoint(p)
         check_architecture(ck.state.get("model_config", {}), self.model_config.to_dict(), f"checkpoint {ck.path}")
+        check_resume(ck.state.get("config", {}), self.config.to_dict(), f"checkpoint {ck.path}")
         copy_params(self.model, ck.params, f"checkpoint {ck.path}")
         self.strategy.load_state_dict(ck.optimizer)
         self.loader.load_state_dict(ck.state["data"])
@@ -309,6 +316,9 @@ class Trainer:
         bv = ck.state.get("best_val")
         self.best_val = math.inf if bv is None else float(bv)
         self.step = ck.step
+        # the checkpoint's metric is the validation loss of its step (None: not evaluated there)
+        self.last_val = None if ck.metric is None else float(ck.metric)
+        self.last_val_step = None if ck.metric is None else ck.step
         return ck
 
     # ------------------------------------------------------------------ evaluation / samples
@@ -323,18 +333,17 @@ class Trainer:
         return self.strategy.allreduce_mean(local)
 
     def sample(self, prompt: str | None = None, max_new_tokens: int | None = None, *, seed: int | None = None) -> str:
+        """``prompt`` (default ``train.sample_prompt``) and its generated continuation, up to
+        ``<|endoftext|>``; the same generation as ``homeforge generate``
+        (:func:`homeforge.inference.generate_text`: capped to max_seq_len, tokenizer ids only)."""
+        from .inference import generate_text
+
         t = self.config.train
         prompt = t.sample_prompt if prompt is None else prompt
-        ids = self.tokenizer.encode_ordinary(prompt) if prompt else [self.tokenizer.eot_token]
-        ids = ids[-(self.model_config.max_seq_len // 2):]
         if seed is None:
             seed = int(self.rng.integers(2**31))
-        out = self.model.generate(ids, max_new_tokens or t.sample_tokens, temperature=t.sample_temperature,
-                                  top_k=t.sample_top_k, seed=seed)
-        eot = self.tokenizer.eot_token
-        if eot is not None and eot in out:
-            out = out[:out.index(eot)]
-        return prompt + self.tokenizer.decode(out)
+        return prompt + generate_text(self.model, self.tokenizer, prompt, max_new_tokens=max_new_tokens or t.sample_tokens,
+                                      temperature=t.sample_temperature, top_k=t.sample_top_k, seed=seed)
 
     # ------------------------------------------------------------------ logging
 
@@ -373,13 +382,35 @@ class Trainer:
 
     # ------------------------------------------------------------------ the loop
 
+    def _claim_out_dir(self, overwrite: bool) -> None:
+        """A fresh run must not mix with an earlier one in ``out_dir`` (its checkpoints would be
+        overwritten step by step and later resumed, its metrics appended to): ValueError, or with
+        ``overwrite`` the earlier run's checkpoints/, metrics.jsonl and tb/ are removed first."""
+        old: list[Path] = []
+        if self.is_main:
+            old = [p for p in (self.ckpt_dir, self.out_dir / "metrics.jsonl", self.out_dir / "tb") if p.exists()]
+            if overwrite:
+                for p in old:
+                    shutil.rmtree(p) if p.is_dir() else p.unlink()
+                old = []
+            elif not (self.out_dir / "metrics.jsonl").exists() and not any(self.ckpt_dir.glob("step_*")):
+                old = []  # nothing of a run yet (an empty checkpoints/ or a tb/ alone)
+        # every rank raises, not only the main one that looked
+        if self.strategy.allreduce_mean(1.0 if old else 0.0) > 0:
+            found = ", ".join(p.name for p in old) or "files of an earlier run"
+            raise ValueError(f"train.out_dir {self.out_dir} already holds a run ({found}); continue it with --resume "
+                             "(fit(resume=True)), start over with --overwrite (fit(overwrite=True)), or choose "
+                             "another train.out_dir")
+
     def fit(self, *, resume: str | os.PathLike[str] | bool | None = None, until: int | None = None,
-            save: bool = True) -> dict[str, Any]:
+            save: bool = True, overwrite: bool = False) -> dict[str, Any]:
         """Train to ``train.steps`` (or stop early after step ``until``); returns a summary.
 
         A checkpoint is written every ``checkpoint_every`` steps and, with ``save``, at the end.
         ``resume=True`` continues from the latest checkpoint in ``out_dir`` (or starts fresh if there
-        is none); a path continues from that checkpoint.
+        is none); a path continues from that checkpoint. A fresh run (no ``resume``) into an
+        ``out_dir`` that holds an earlier run's checkpoints or metrics raises ValueError, unless
+        ``overwrite`` removes them first.
         """
         cfg = self.config
         t = cfg.train
@@ -388,6 +419,8 @@ class Trainer:
                 self.load(self.ckpt_dir)
         elif resume:
             self.load(resume)
+        if self.step == 0 and not resume:
+            self._claim_out_dir(overwrite)
         self._open_outputs()
         total = t.steps
         stop = total if until is None else min(until, total)
@@ -411,7 +444,7 @@ class Trainer:
         while self.step < stop:
             lr = self.lr(self.step)
             t0 = time.perf_counter()
-            batches = [self.loader.next_batch() for _ in range(cfg.data.grad_accum)]
+            batches = self.loader.next_step()
             out = self.strategy.train_step(batches, lr)
             dt = time.perf_counter() - t0
             self.step += 1
@@ -447,7 +480,7 @@ class Trainer:
             if t.eval_every and (self.step % t.eval_every == 0 or self.step == total):
                 val = self.evaluate()
                 if val is not None:
-                    self.last_val = val
+                    self.last_val, self.last_val_step = val, self.step
                     self.best_val = min(self.best_val, val)
                     self._record({"step": self.step, "val_loss": val, "val_ppl": math.exp(min(val, 700.0))})
                     if tty:
@@ -467,7 +500,7 @@ class Trainer:
             sys.stdout.flush()
         path = None
         if save and last_saved != self.step:
-            path = self.save(metric=self.last_val if self.step == total else None)
+            path = self.save(metric=self.last_val if self.last_val_step == self.step else None)
         if self._tb is not None:
             self._tb.close()
             self._tb = None
