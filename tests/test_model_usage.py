@@ -178,3 +178,14 @@ def test_export_hf_leaves_other_files_alone(tmp_path):
     with pytest.raises(OSError, match="not a directory"):
         export_hf(m, tok, tmp_path / "file")
     assert (tmp_path / "file").read_text() == "x"
+
+
+def test_vocab_limit_samples_only_ids_below_it():
+    m = loud(Model(tiny(), seed=0))
+    x = np.array([[1, 2, 3]], np.int32)
+    m.flat_params()[: 61 * 32].reshape(61, 32)[50:] *= 20  # make the top ids the likeliest (tied head)
+    want = int(np.argmax(m.forward(x)[0, -1, :50]))
+    assert m.generate([1, 2, 3], 1, temperature=0, vocab_limit=50) == [want]
+    assert all(t < 50 for t in m.generate([1, 2, 3], 20, temperature=1.5, seed=0, vocab_limit=50))
+    with pytest.raises(ValueError, match="vocab_limit"):
+        m.generate([1], 1, vocab_limit=62)

@@ -9,11 +9,10 @@
 from __future__ import annotations
 
 import codecs
-import contextlib
 import math
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -70,24 +69,6 @@ def _token_bytes_fn(tok: Any) -> Callable[[int], bytes]:
     return lambda i: tok.decode([i]).encode("utf-8")
 
 
-@contextlib.contextmanager
-def _tokenizer_ids_only(model: Any, n_vocab: int) -> Iterator[None]:
-    """Within the block, ``model.generate`` samples only ids ``< n_vocab``: a model whose vocab_size
-    is padded beyond the tokenizer's has logits for ids that decode to nothing (and, early in training,
-    are as likely as any other). The padding logits are cut off before Model's own sampling rule
-    (temperature, top-k, top-p) runs, so it picks among the tokenizer's ids exactly as it would
-    without padding."""
-    sample = getattr(type(model), "_sample", None)
-    if sample is None or int(model.config.vocab_size) <= n_vocab:
-        yield
-        return
-    model._sample = lambda logits, *args: sample(logits[:n_vocab], *args)
-    try:
-        yield
-    finally:
-        del model._sample
-
-
 def generate_text(model: Any, tok: Any, prompt: str, *, max_new_tokens: int = 128, temperature: float = 0.8,
                   top_k: int | None = 40, top_p: float | None = None, seed: int | None = None,
                   on_text: Callable[[str], None] | None = None, stop_at_eot: bool = True) -> str:
@@ -124,9 +105,11 @@ def generate_text(model: Any, tok: Any, prompt: str, *, max_new_tokens: int = 12
             if on_text:
                 on_text(s)
 
-    with _tokenizer_ids_only(model, int(tok.n_vocab)):
-        model.generate(ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
-                       on_token=on_token)
+    # A vocabulary padded beyond the tokenizer's has logits for ids that decode to nothing (and,
+    # early in training, are as likely as any other): sample among the tokenizer's ids only.
+    limit = min(int(tok.n_vocab), int(model.config.vocab_size)) if hasattr(model, "config") else None
+    model.generate(ids, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p, seed=seed,
+                   on_token=on_token, vocab_limit=limit)
     tail = stream.flush()
     if tail:
         pieces.append(tail)

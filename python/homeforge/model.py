@@ -392,12 +392,14 @@ class Model:
     # ---- generation ----------------------------------------------------------------------------------
     def generate(self, prompt_ids: Sequence[int] | np.ndarray, max_new_tokens: int, temperature: float = 1.0,
                  top_k: int | None = None, top_p: float | None = None, seed: int | None = None,
-                 on_token: Callable[[int], Any] | None = None) -> list[int]:
+                 on_token: Callable[[int], Any] | None = None, vocab_limit: int | None = None) -> list[int]:
         """Sample max_new_tokens after prompt_ids with a KV cache; returns ONLY the new token ids.
 
         temperature 0 is greedy (argmax). top_k keeps the k most likely tokens, top_p the smallest
         set whose probability reaches top_p; on_token(id) is called for each new token as it is made.
-        prompt + max_new_tokens must fit in max_seq_len.
+        prompt + max_new_tokens must fit in max_seq_len. vocab_limit, for a model whose vocabulary
+        is padded beyond its tokenizer's, samples only ids below it (the padding logits are cut off
+        before temperature, top-k and top-p apply).
         """
         p = np.asarray(prompt_ids)
         if p.ndim != 1 or p.size == 0 or p.dtype.kind not in "iu":
@@ -420,6 +422,9 @@ class Model:
             raise ValueError(f"seed must be an int >= 0 or None, got {seed!r}")
         if on_token is not None and not callable(on_token):
             raise TypeError("on_token must be callable or None")
+        if vocab_limit is not None and (not _is_int(vocab_limit) or not 1 <= vocab_limit <= V):
+            raise ValueError(f"vocab_limit must be an int in [1, vocab_size={V}] or None, got {vocab_limit!r}")
+        limit = V if vocab_limit is None else int(vocab_limit)
         if self._generating_thread == threading.get_ident():
             raise RuntimeError("generate() was called while this thread is already generating with the same model "
                                "(from on_token?): both would use the model's one KV cache")
@@ -433,7 +438,7 @@ class Model:
                 logits = self._core.decode(np.ascontiguousarray(p, dtype=np.int32), 0)
                 pos = int(p.size)
                 for i in range(max_new_tokens):
-                    tok = self._sample(logits, float(temperature), top_k, top_p, rng)
+                    tok = self._sample(logits[:limit], float(temperature), top_k, top_p, rng)
                     out.append(tok)
                     if on_token is not None:
                         on_token(tok)
