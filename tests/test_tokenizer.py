@@ -9,7 +9,10 @@ explain a difference.
 
 from __future__ import annotations
 
+import base64
 import glob
+import hashlib
+import json
 import os
 import pickle
 import random
@@ -198,12 +201,80 @@ def test_corrupt_or_truncated_file_raises_valueerror(toks, tmp_path):
         "empty": b"",
         "garbage": os.urandom(200),
         "header": data.replace(b'"n_ranks"', b'"n_rankz"', 1),
-        "version": data.replace(b"homeforge-tokenizer 1", b"homeforge-tokenizer 9", 1),
+        "version": data.replace(b"homeforge-tokenizer 2", b"homeforge-tokenizer 9", 1),
     }
     for what, blob in cases.items():
         bad = tmp_path / f"{what}.hft"
         bad.write_bytes(blob)
         with pytest.raises(ValueError):
+            Tokenizer.load(bad)
+
+
+def _with_header(data: bytes, edit) -> bytes:
+    magic, hline, body = data.split(b"\n", 2)
+    header = json.loads(hline)
+    edit(header)
+    return magic + b"\n" + json.dumps(header, sort_keys=True).encode() + b"\n" + body
+
+
+def _v1_bytes(tok: Tokenizer) -> bytes:
+    """The version-1 layout, written out here as the previous release wrote it (the checksum
+    covers the ranks only)."""
+    body = b"".join(base64.b64encode(b) + b" " + str(r).encode() + b"\n"
+                    for b, r in sorted(tok.mergeable_ranks().items(), key=lambda kv: kv[1]))
+    header = {"format": "homeforge-tokenizer", "version": 1, "pattern": tok.pattern,
+              "special_tokens": dict(sorted(tok.special_tokens.items(), key=lambda kv: kv[1])),
+              "n_ranks": len(tok.mergeable_ranks()), "ranks_sha256": hashlib.sha256(body).hexdigest(),
+              "unicode_version": _core.unicode_version}
+    return b"homeforge-tokenizer 1\n" + json.dumps(header, sort_keys=True).encode() + b"\n" + body
+
+
+def test_every_header_field_is_checksummed(toks, tmp_path):
+    tok = toks["o200k"]
+    p = tmp_path / "tok.hft"
+    tok.save(p)
+    data = p.read_bytes()
+    assert Tokenizer.load(p) == tok
+    sp = next(iter(tok.special_tokens))
+    edits = {
+        "pattern name": lambda h: h.update(pattern="o200j"),
+        "pattern other name": lambda h: h.update(pattern="gpt2"),
+        "special id": lambda h: h["special_tokens"].update({sp: 5000}),
+        "special text": lambda h: h.update(special_tokens={"<|endoftexu|>": h["special_tokens"][sp]}),
+        "unicode": lambda h: h.update(unicode_version="15.0.0"),
+        "format": lambda h: h.update(format="homeforge-tokenizez"),
+        "n_ranks type": lambda h: h.update(n_ranks=str(h["n_ranks"])),
+        "special type": lambda h: h["special_tokens"].update({sp: "1999"}),
+        "specials list": lambda h: h.update(special_tokens=[]),
+        "pattern type": lambda h: h.update(pattern=7),
+        "checksum type": lambda h: h.update(sha256=None),
+        "extra field": lambda h: h.update(extra=1),
+        "missing field": lambda h: h.pop("unicode_version"),
+    }
+    for what, edit in edits.items():
+        bad = tmp_path / "bad.hft"
+        bad.write_bytes(_with_header(data, edit))
+        with pytest.raises(ValueError, match="bad.hft"):
+            Tokenizer.load(bad)
+        del what
+
+
+def test_version_1_files_still_load_with_header_checks(toks, tmp_path):
+    for name, tok in toks.items():
+        p = tmp_path / f"{name}.hft"
+        p.write_bytes(_v1_bytes(tok))
+        back = Tokenizer.load(p)
+        assert back == tok and back.hash() == tok.hash() == hashlib.sha256(_v1_bytes(tok)).hexdigest()
+        ref = _ref(tok, name)
+        assert back.encode(MIXED, allowed_special="all") == ref.encode(MIXED, allowed_special="all")
+    data = _v1_bytes(toks["o200k"])
+    sp = next(iter(toks["o200k"].special_tokens))
+    for edit in (lambda h: h.update(pattern="o200j"), lambda h: h.update(n_ranks=1.5),
+                 lambda h: h["special_tokens"].update({sp: [1]}), lambda h: h.update(special_tokens="x"),
+                 lambda h: h.update(version=2)):
+        bad = tmp_path / "bad.hft"
+        bad.write_bytes(_with_header(data, edit))
+        with pytest.raises(ValueError, match="bad.hft"):
             Tokenizer.load(bad)
 
 
@@ -458,3 +529,59 @@ def test_batch_cuts_before_spaces_like_tiktoken(toks, seed, name):
     ids, off = tok.encode_batch_flat([text, text[7:]], num_threads=2)
     assert ids[off[0]:off[1]].tolist() == ref.encode_ordinary(text)
     assert ids[off[1]:off[2]].tolist() == ref.encode_ordinary(text[7:])
+
+
+def test_decode_accepts_numpy_integer_scalars_like_tiktoken(toks):
+    tok = toks["o200k"]
+    ref = _ref(tok, "o200k")
+    ids = tok.encode(MIXED)
+    for cast in (np.int64, np.uint32, np.int16, np.uint64):
+        small = [cast(i) for i in ids if i < 2**15]
+        assert tok.decode(small) == ref.decode(small)
+        assert tok.decode_bytes(small) == ref.decode_bytes(small)
+    assert tok.decode_single_token_bytes(np.uint16(ids[0])) == ref.decode_single_token_bytes(np.uint16(ids[0]))
+    for bad in ([True], [1.0], [np.float64(1)], ["1"], [None], [np.bool_(True)]):
+        with pytest.raises(TypeError, match="int"):
+            tok.decode(bad)
+
+
+def test_out_of_range_ids_name_their_value(toks):
+    tok = toks["gpt2"]
+    cases = [
+        (lambda: tok.decode([2**70]), str(2**70)),
+        (lambda: tok.decode([5, -(2**70)]), str(-(2**70))),
+        (lambda: tok.decode([np.int64(-3)]), "-3"),
+        (lambda: tok.decode(np.array([2**63 + 5], np.uint64)), str(2**63 + 5)),
+        (lambda: tok.decode(np.array([-7], np.int64)), "-7"),
+        (lambda: tok.decode_single_token_bytes(2**64), str(2**64)),
+        (lambda: tok.decode_single_token_bytes(np.uint64(2**64 - 1)), str(2**64 - 1)),
+        (lambda: tok.decode_single_token_bytes(-1), "-1"),
+        (lambda: tok.decode_single_token_bytes(tok.n_vocab), str(tok.n_vocab)),
+    ]
+    for f, value in cases:
+        with pytest.raises(ValueError, match=rf"token id {value} .*not in the vocabulary"):
+            f()
+
+
+def test_bad_ranks_and_specials_give_clear_errors():
+    base = {bytes([b]): b for b in range(256)}
+    # (bytes, rank) pairs as lists (JSON) are fine, and mean what the dict means
+    pairs = [[bytes([b]), b] for b in range(256)] + [[b"ab", 256]]
+    t = Tokenizer(pairs, "gpt2")
+    ref = tiktoken.Encoding("p", pat_str=PATTERNS["gpt2"], mergeable_ranks=base | {b"ab": 256}, special_tokens={})
+    assert t.encode("abc ab") == ref.encode("abc ab")
+    cases = [
+        (lambda: Tokenizer(base | {b"ab": 2**70}, "gpt2"), ValueError, rf"rank {2**70} of token b'ab' is out of range"),
+        (lambda: Tokenizer(base | {b"ab": -1}, "gpt2"), ValueError, "rank -1 of token b'ab'"),
+        (lambda: Tokenizer(base | {b"ab": True}, "gpt2"), TypeError, "must be an int, got bool"),
+        (lambda: Tokenizer(base | {b"ab": 1.5}, "gpt2"), TypeError, "must be an int, got float"),
+        (lambda: Tokenizer(list(base.items()) + [(b"ab", 256, 3)], "gpt2"), TypeError, r"\(bytes, int\) pairs"),
+        (lambda: Tokenizer(list(base.items()) + [b"ab"], "gpt2"), TypeError, r"\(bytes, int\) pairs"),
+        (lambda: Tokenizer(list(base.items()) + [("ab", 256)], "gpt2"), TypeError, "keys must be bytes"),
+        (lambda: Tokenizer(42, "gpt2"), TypeError, "mergeable_ranks must be"),
+        (lambda: Tokenizer(base, "gpt2", {"<s>": 2**40}), ValueError, rf"'<s>' has id {2**40}, out of range"),
+        (lambda: Tokenizer(base, "gpt2", {"\ud800": 300}), ValueError, "lone surrogate"),
+    ]
+    for f, exc, msg in cases:
+        with pytest.raises(exc, match=msg):
+            f()

@@ -51,7 +51,7 @@ __all__ = [
 
 PATTERNS: dict[str, str] = {name: _core.pattern_regex(name) for name in ("gpt2", "cl100k", "o200k")}
 _FORMAT = "homeforge-tokenizer"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: the checksum covers the header fields too; version 1 files still load
 EOT = "<|endoftext|>"
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -244,6 +244,12 @@ def write_tiktoken_ranks(path: PathLike, ranks: dict[bytes, int]) -> None:
 
 
 # ---- the tokenizer --------------------------------------------------------------------------
+
+def _v2_digest(header: dict[str, Any], body: bytes) -> str:
+    """sha256 of the header's fields other than ``sha256`` (canonical JSON, keys sorted) and the ranks."""
+    fields = {k: v for k, v in header.items() if k != "sha256"}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode() + b"\n" + body).hexdigest()
+
 
 class StreamDecoder:
     """Decodes token ids as they arrive; incomplete UTF-8 sequences are held back until completed.
@@ -536,18 +542,35 @@ class Tokenizer:
         write_tiktoken_ranks(path, self.mergeable_ranks())
 
     # -- our own format -----------------------------------------------------------------------
+    def _ranks_body(self) -> bytes:
+        return b"".join(base64.b64encode(b) + b" " + str(r).encode() + b"\n" for b, r in self._bpe.ranks())
+
+    def _content_header(self) -> dict[str, Any]:
+        return {"format": _FORMAT, "pattern": self._pattern,
+                "special_tokens": dict(sorted(self._special.items(), key=lambda kv: kv[1])),
+                "n_ranks": int(self._bpe.n_ranks), "unicode_version": _core.unicode_version}
+
     def _canonical(self) -> bytes:
-        body = b"".join(base64.b64encode(b) + b" " + str(r).encode() + b"\n" for b, r in self._bpe.ranks())
-        header = {"format": _FORMAT, "version": _FORMAT_VERSION, "pattern": self._pattern,
-                  "special_tokens": dict(sorted(self._special.items(), key=lambda kv: kv[1])),
-                  "n_ranks": int(self._bpe.n_ranks), "ranks_sha256": hashlib.sha256(body).hexdigest(),
-                  "unicode_version": _core.unicode_version}
+        """The saved form (format version 2): magic line, JSON header, ranks. The header's
+        ``sha256`` covers the header's other fields and the ranks (see _v2_digest)."""
+        body = self._ranks_body()
+        header = self._content_header() | {"version": _FORMAT_VERSION}
+        header["sha256"] = _v2_digest(header, body)
         return f"{_FORMAT} {_FORMAT_VERSION}\n".encode() + json.dumps(header, sort_keys=True).encode() + b"\n" + body
 
+    def _canonical_v1(self) -> bytes:
+        """The version-1 form: its checksum covers the ranks only. ``hash()`` is defined on it, so
+        a tokenizer's hash (recorded in shards, manifests and checkpoints) does not change with
+        the file format."""
+        body = self._ranks_body()
+        header = self._content_header() | {"version": 1, "ranks_sha256": hashlib.sha256(body).hexdigest()}
+        return f"{_FORMAT} 1\n".encode() + json.dumps(header, sort_keys=True).encode() + b"\n" + body
+
     def hash(self) -> str:
-        """Hex sha256 of the canonical saved form (what ``save`` writes)."""
+        """Hex sha256 of the tokenizer's content: pattern, special tokens, ranks, Unicode version
+        (the canonical version-1 form, so it does not depend on the file format version)."""
         if self._hash is None:
-            self._hash = hashlib.sha256(self._canonical()).hexdigest()
+            self._hash = hashlib.sha256(self._canonical_v1()).hexdigest()
         return self._hash
 
     def save(self, path: PathLike) -> None:
@@ -564,17 +587,49 @@ class Tokenizer:
             version = int(first.split()[1])
         except (IndexError, ValueError):
             raise ValueError(f"{where}: corrupt magic line {first[:60]!r}") from None
-        if version != _FORMAT_VERSION:
-            raise ValueError(f"{where}: tokenizer format version {version} is not supported (this homeforge reads {_FORMAT_VERSION})")
+        if version not in (1, _FORMAT_VERSION):
+            raise ValueError(f"{where}: tokenizer format version {version} is not supported "
+                             f"(this homeforge reads 1 and {_FORMAT_VERSION})")
         hline, sep, body = rest.partition(b"\n")
         try:
             header = json.loads(hline)
-            pattern, specials, n_ranks, digest = (header["pattern"], header["special_tokens"], int(header["n_ranks"]),
-                                                  header["ranks_sha256"])
-        except (ValueError, KeyError, TypeError):
-            raise ValueError(f"{where}: corrupt tokenizer header") from None
-        if not sep or hashlib.sha256(body).hexdigest() != digest:
-            raise ValueError(f"{where}: truncated or corrupt tokenizer file (checksum of the ranks does not match)")
+        except ValueError:
+            raise ValueError(f"{where}: corrupt tokenizer header (not JSON)") from None
+        if not isinstance(header, dict):
+            raise ValueError(f"{where}: corrupt tokenizer header (not a JSON object)")
+        sum_key = "sha256" if version >= 2 else "ranks_sha256"
+        want = {"format": str, "version": int, "pattern": str, "special_tokens": dict, "n_ranks": int,
+                "unicode_version": str, sum_key: str}
+        if set(header) != set(want):
+            raise ValueError(f"{where}: corrupt tokenizer header: fields {sorted(header)}, expected {sorted(want)}")
+        for key, typ in want.items():
+            if not isinstance(header[key], typ) or isinstance(header[key], bool):
+                raise ValueError(f"{where}: corrupt tokenizer header: {key!r} must be {typ.__name__}, "
+                                 f"got {type(header[key]).__name__}")
+        if header["format"] != _FORMAT or header["version"] != version:
+            raise ValueError(f"{where}: corrupt tokenizer header: format {header['format']!r} version "
+                             f"{header['version']} does not match the magic line")
+        specials = header["special_tokens"]
+        for t, i in specials.items():
+            if not isinstance(i, int) or isinstance(i, bool):
+                raise ValueError(f"{where}: corrupt tokenizer header: special token {t!r} has id {i!r}, not an int")
+        if not sep:
+            raise ValueError(f"{where}: truncated tokenizer file (no ranks)")
+        if version >= 2:
+            if _v2_digest(header, body) != header["sha256"]:
+                raise ValueError(f"{where}: truncated or corrupt tokenizer file (checksum of the header and ranks "
+                                 "does not match)")
+        else:
+            # Version 1's checksum covers the ranks only: the header is checked for what a valid
+            # file can hold. A pattern is a known name or a regex; a bare word is neither (it is
+            # what a corrupted name looks like: "o200j" would silently become a regex).
+            if hashlib.sha256(body).hexdigest() != header["ranks_sha256"]:
+                raise ValueError(f"{where}: truncated or corrupt tokenizer file (checksum of the ranks does not match)")
+            pat = header["pattern"]
+            if pat not in PATTERNS and re.fullmatch(r"\w+", pat):
+                raise ValueError(f"{where}: corrupt tokenizer header: pattern {pat!r} is not a known pattern name "
+                                 f"({', '.join(PATTERNS)}) and not a regex")
+        n_ranks = header["n_ranks"]
         lines = body.split(b"\n")
         if lines and lines[-1] == b"":
             lines.pop()
@@ -587,9 +642,10 @@ class Tokenizer:
                 ranks.append((base64.b64decode(a, validate=True), int(b)))
             except (ValueError, binascii.Error):
                 raise ValueError(f"{where}: corrupt rank line {i + 3}") from None
-        if not isinstance(specials, dict):
-            raise ValueError(f"{where}: corrupt special_tokens")
-        return cls(ranks, pattern, specials)
+        try:
+            return cls(ranks, header["pattern"], specials)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{where}: corrupt tokenizer file: {e}") from None
 
     @classmethod
     def load(cls, path: PathLike) -> Tokenizer:
@@ -698,13 +754,20 @@ class Tokenizer:
 
         ``inputs``: a path (str or PathLike), an iterable of PathLike (pathlib.Path), or an iterable
         of str documents. Files ending in .jsonl/.ndjson are read one JSON object per line, taking
-        ``jsonl_field``; other files are UTF-8 text. Input is streamed in batches of ``batch_bytes``;
-        memory grows with the distinct pre-tokens only. ``vocab_size`` counts the 256 bytes, the
+        ``jsonl_field``; other files are UTF-8 text. Input is streamed in batches of ``batch_bytes``
+        (an int >= 64); memory grows with the distinct pre-tokens only. Text files are cut into
+        blocks only where pre-tokenizing the blocks one by one gives the pieces of the whole text
+        (before a space after an ASCII letter, or after a newline between printable ASCII), so
+        training from a file equals training from its text as one str. A stretch of more than
+        ``4 * batch_bytes`` bytes with no such point (one long line of CJK text, say) is cut at a
+        UTF-8 character boundary instead, which can split one pre-token there and changes the
+        counts by that piece (the C++ trainer cuts the same way within a document after 4 MiB). ``vocab_size`` counts the 256 bytes, the
         merges and the special tokens (which get the last ids, in the order given). Merges stop early
         when the best pair occurs fewer than ``min_frequency`` times. Ties: see csrc/tokenizer/train.h
         (higher count, then the smaller pair in Hugging Face's byte order) -- the result does not
         depend on the number of threads.
         """
+        _batch_bytes(batch_bytes)
         special_tokens = list(special_tokens)
         if len(set(special_tokens)) != len(special_tokens):
             raise ValueError("special_tokens has duplicates")
@@ -739,7 +802,7 @@ class Tokenizer:
 
         batch: list[str] = []
         size = 0
-        for doc in _iter_documents(inputs, jsonl_field, batch_bytes):
+        for doc in _iter_documents(inputs, jsonl_field, batch_bytes, max_carry=4 * batch_bytes):
             batch.append(doc)
             size += len(doc)
             if size >= batch_bytes:
@@ -775,10 +838,29 @@ def _threads(num_threads: int | None) -> int:
     return num_threads
 
 
-_SAFE_CUT = re.compile(rb"[\x21-\x7e]\n(?=[\x21-\x2e\x30-\x7e])")
+_MIN_BATCH_BYTES = 64
 
 
-def _iter_file(path: Path, jsonl_field: str, block: int) -> Iterator[str]:
+def _batch_bytes(batch_bytes: Any, name: str = "batch_bytes") -> int:
+    """Validate a streaming block size (a read of 0 bytes would look like the end of the file)."""
+    if isinstance(batch_bytes, bool) or not isinstance(batch_bytes, int) or batch_bytes < _MIN_BATCH_BYTES:
+        raise ValueError(f"{name} must be an int >= {_MIN_BATCH_BYTES}, got {batch_bytes!r}")
+    return batch_bytes
+
+
+def _iter_file(path: Path, jsonl_field: str, block: int, max_carry: int | None = None) -> Iterator[str]:
+    """The text of a file in chunks: a jsonl record each, or blocks of about ``block`` bytes of a
+    text file, cut only where pre-tokenizing the chunks one by one gives the pieces of the whole
+    file (``_core.last_safe_split``, the rule the C++ batch encoder and trainer use: before a space
+    that follows an ASCII letter, or after a newline between printable ASCII characters).
+
+    A text with no such point (no ASCII letter before a space, no newline between printable ASCII:
+    say, one long line of CJK text) is read on until one comes, or to the end of the file, so
+    memory grows with the longest such stretch. ``max_carry`` caps that: past it the text is cut
+    anyway at a UTF-8 character boundary (training uses this; a forced cut can split one pre-token
+    in two). Encoding passes None: its ids must equal those of the whole text.
+    """
+    _batch_bytes(block)
     if not path.is_file():
         raise FileNotFoundError(f"training input not found: {path}")
     if path.suffix in (".jsonl", ".ndjson"):
@@ -800,45 +882,51 @@ def _iter_file(path: Path, jsonl_field: str, block: int) -> Iterator[str]:
                     yield val
                 offset += len(line)
         return
+
+    def emit(buf: bytearray, cut: int, offset: int) -> str:
+        try:
+            return bytes(buf[:cut]).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: invalid UTF-8 at byte offset {offset + e.start}: {e.reason}") from None
+
     with open(path, "rb") as f:
-        carry = b""
-        offset = 0  # file offset of carry[0]
+        buf = bytearray()  # unread text; its first `checked` bytes hold no safe cut
+        checked = 0
+        offset = 0  # file offset of buf[0]
         while True:
             data = f.read(block)
-            buf = carry + data
             if not data:
-                cut = len(buf)
-            else:
-                # Cut where pre-tokenization of the halves equals that of the whole (train.h).
-                tail_start = max(0, len(buf) - (1 << 20))
-                last = None
-                for m in _SAFE_CUT.finditer(buf, tail_start):
-                    last = m
-                cut = last.end() if last else (len(buf) if len(buf) > 4 * block else 0)
-                if not last and cut:  # forced cut: at least never inside a UTF-8 sequence
-                    while 0 < cut < len(buf) and (buf[cut] & 0xC0) == 0x80:
-                        cut -= 1
-            if cut:
-                try:
-                    text = buf[:cut].decode("utf-8")
-                except UnicodeDecodeError as e:
-                    raise ValueError(f"{path}: invalid UTF-8 at byte offset {offset + e.start}: {e.reason}") from None
-                yield text
-            offset += cut
-            carry = buf[cut:]
-            if not data:
+                if buf:
+                    yield emit(buf, len(buf), offset)
                 return
+            buf += data
+            # The scan goes backward from the end and stops at the first safe point: a few bytes
+            # in prose or code. Bytes already scanned are not scanned again (a cut depends on
+            # buf[p-2:p+1] only), so a long stretch with no safe point costs O(its length).
+            cut = _core.last_safe_split(buf, checked)
+            if cut == len(buf):
+                if max_carry is None or len(buf) <= max_carry:
+                    checked = len(buf)
+                    continue
+                cut = len(buf) - 1  # forced cut: before a byte that starts a UTF-8 character
+                while cut > 0 and (buf[cut] & 0xC0) == 0x80:
+                    cut -= 1
+                cut = cut or len(buf)
+            yield emit(buf, cut, offset)
+            del buf[:cut]
+            offset += cut
+            checked = 0
 
 
-def _iter_documents(inputs: Any, jsonl_field: str, block: int) -> Iterator[str]:
+def _iter_documents(inputs: Any, jsonl_field: str, block: int, max_carry: int | None = None) -> Iterator[str]:
     if isinstance(inputs, (str, os.PathLike)):
-        yield from _iter_file(Path(inputs), jsonl_field, block)
+        yield from _iter_file(Path(inputs), jsonl_field, block, max_carry)
         return
     if isinstance(inputs, bytes):
         raise TypeError("inputs must be a path, an iterable of paths or an iterable of str, not bytes")
     for item in inputs:
         if isinstance(item, os.PathLike):
-            yield from _iter_file(Path(item), jsonl_field, block)
+            yield from _iter_file(Path(item), jsonl_field, block, max_carry)
         elif isinstance(item, str):
             yield item
         else:
