@@ -16,6 +16,7 @@ import json
 import os
 import pickle
 import random
+import re
 import sysconfig
 import unicodedata
 
@@ -177,6 +178,62 @@ def test_hf_tokenizer_json_identical_ids(toks, tmp_path):
         back = Tokenizer.from_hf(path)
         assert back.pattern == name and back.mergeable_ranks() == tok.mergeable_ranks()
         assert back.special_tokens == tok.special_tokens
+
+
+def test_from_hf_gpt2_style_byte_level_regex_matches_hf(toks, tmp_path):
+    # GPT-2's own tokenizer.json: ByteLevel with its built-in regex (use_regex) and no Split.
+    tok = toks["gpt2"]
+    doc = json.loads(tok.to_hf_json())
+    doc["pre_tokenizer"] = {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True}
+    path = tmp_path / "gpt2.json"
+    path.write_text(json.dumps(doc))
+    hf = hf_tokenizers.Tokenizer.from_str(path.read_text())
+    back = Tokenizer.from_hf(path)
+    assert back.pattern == "gpt2"
+    for t in [MIXED, "a  b\n\n  c  ", "it's they'll 12345 \u00e9\u00e9"] + _stdlib_texts(1, start=200):
+        assert back.encode_ordinary(t) == hf.encode(t, add_special_tokens=False).ids
+
+
+def test_from_hf_refuses_settings_that_change_ids_and_malformed_files(toks, tmp_path):
+    good = json.loads(toks["o200k"].to_hf_json())
+    sp = good["added_tokens"][0]["content"]
+
+    def edited(f):
+        d = json.loads(json.dumps(good))
+        f(d)
+        return d
+
+    cases = {
+        "add_prefix_space": (edited(lambda d: d["pre_tokenizer"]["pretokenizers"][1].update(add_prefix_space=True)),
+                             "add_prefix_space"),
+        "normalizer": (edited(lambda d: d.update(normalizer={"type": "Lowercase"})), "normalizer 'Lowercase'"),
+        "null pre_tokenizer": (edited(lambda d: d.update(pre_tokenizer=None)), "pre_tokenizer is null"),
+        "whitespace": (edited(lambda d: d.update(pre_tokenizer={"type": "Whitespace"})), "Whitespace"),
+        "split behavior": (edited(lambda d: d["pre_tokenizer"]["pretokenizers"][0].update(behavior="Removed")),
+                           "behavior 'Removed'"),
+        "two regexes": (edited(lambda d: d["pre_tokenizer"]["pretokenizers"][1].update(use_regex=True)), "use_regex"),
+        "dropout": (edited(lambda d: d["model"].update(dropout=0.1)), "dropout"),
+        "suffix": (edited(lambda d: d["model"].update(end_of_word_suffix="</w>")), "end_of_word_suffix"),
+        "lstrip": (edited(lambda d: d["added_tokens"][0].update(lstrip=True)), f"{re.escape(sp)!s}.*lstrip"),
+        "no vocab": (edited(lambda d: d["model"].pop("vocab")), "model.vocab"),
+        "vocab list": (edited(lambda d: d["model"].update(vocab=[])), "model.vocab must be an object"),
+        "added no id": (edited(lambda d: d["added_tokens"][0].pop("id")), r"added_tokens\[0\].*not an int"),
+        "model str": (edited(lambda d: d.update(model="BPE")), "no \"model\" object"),
+        "model type": (edited(lambda d: d["model"].update(type="WordPiece")), "WordPiece"),
+        "id str": (edited(lambda d: d["model"]["vocab"].update({"a": "12x"})), "model.vocab id of 'a'"),
+        "id bool": (edited(lambda d: d["model"]["vocab"].update({"a": True})), "model.vocab id of 'a'"),
+        "not json": ("{\"model\": ", "not JSON"),
+        "list": ([1, 2], "no \"model\" object"),
+    }
+    for what, (doc, msg) in cases.items():
+        path = tmp_path / "bad.json"
+        path.write_text(doc if isinstance(doc, str) else json.dumps(doc))
+        with pytest.raises(ValueError, match=r"bad\.json: .*" + msg):
+            Tokenizer.from_hf(path)
+    # what HF itself does with add_prefix_space: other ids than ours would give
+    bad = cases["add_prefix_space"][0]
+    hf = hf_tokenizers.Tokenizer.from_str(json.dumps(bad))
+    assert hf.encode("hello world", add_special_tokens=False).ids != toks["o200k"].encode("hello world")
 
 
 def test_save_load_pickle_hash(toks, tmp_path):
@@ -434,6 +491,26 @@ def test_custom_regex_path(toks):
     assert tok.encode_batch([MIXED]) == [ref.encode(MIXED)]
     with pytest.raises(ValueError, match="save_hf"):
         tok.to_hf_json()
+
+
+def test_custom_regex_word_classes_rejected_and_p_classes_match_tiktoken():
+    # \w has another meaning in Rust's regex (tiktoken) than in Python's re: Rust's includes every
+    # mark, so "e" + U+0301 is one word there and two pieces under Python's \w. Refused by name;
+    # the same class written with \p{..} gives tiktoken's ids.
+    ranks = {bytes([b]): b for b in range(256)} | {b"e\xcc": 256, b"e\xcc\x81": 257, b"\xcc\x81": 258}
+    for pat, construct in [(r"\w+|\s+|[^\w\s]+", r"\\w"), (r"\W+|.", r"\\W"), (r"\b\S+", r"\\b"),
+                           (r"a\B", r"\\B"), (r"[\w.]+", r"\\w")]:
+        with pytest.raises(ValueError, match=construct + r" at offset \d+ is not supported.*\\p\{"):
+            Tokenizer(ranks, pat)
+        with pytest.raises(ValueError, match=construct):
+            Tokenizer.train(["abc"], 300, pattern=pat)
+    assert Tokenizer(ranks, r"\\w+|.").encode("\\ww") == [92, 119, 119]  # an escaped backslash, then w
+    pat = r"[\p{L}\p{M}\p{N}_]+|\s+|[^\p{L}\p{M}\p{N}_\s]+"
+    tok = Tokenizer(ranks, pat)
+    ref = tiktoken.Encoding("w", pat_str=pat, mergeable_ranks=ranks, special_tokens={})
+    for t in ["e\u0301", "caf\u00e9 e\u0301t\u00e9! x_1 \u0915\u093f", MIXED]:
+        assert tok.encode(t) == ref.encode(t), repr(t)
+    assert tok.encode("e\u0301") == [257]
 
 
 @pytest.mark.parametrize("name", NAMES)

@@ -6,7 +6,10 @@ tables (``homeforge._core.unicode_version``) -- or an arbitrary regex string. A 
 Python's standard-library ``re`` engine (3.11+: possessive quantifiers and atomic groups), after
 ``\\p{..}``/``\\P{..}`` classes and ``\\s``/``\\S`` are rewritten into explicit code-point classes from
 the same Unicode 14 data (``\\s`` = the White_Space property, as in Rust's regex crate) and ``$``
-into ``\\Z``. That path is pure Python per piece (slower; encode_batch runs it serially).
+into ``\\Z``. ``\\w``, ``\\W``, ``\\b`` and ``\\B`` raise ValueError: their Rust meaning (``\\w`` includes
+the Alphabetic property and all marks) is not expressible from the standard library's data, and
+Python's would give other ids; spell the class out with ``\\p{..}``. That path is pure Python per
+piece (slower; encode_batch runs it serially).
 
 >>> tok = Tokenizer.train(["hello world, hello there"] * 20, vocab_size=270, pattern="gpt2",
 ...                       special_tokens=["<|endoftext|>"])
@@ -134,6 +137,12 @@ def _translate_regex(pattern: str) -> str:
                     out.append(("[^" if nxt == "P" else "[") + _ranges_text(ranges) + "]")
                 i = j
                 continue
+            if nxt in "wWbB":
+                raise ValueError(
+                    f"custom pattern: \\{nxt} at offset {i} is not supported: Python's re and tiktoken's Rust "
+                    "regex define it differently (Rust's \\w is [\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\p{Join_Control}] "
+                    "and \\b is a boundary of that \\w), so ids would differ; write the class out with "
+                    "\\p{..} general categories instead, e.g. [\\p{L}\\p{M}\\p{N}_] for a word character")
             if nxt in "sS":
                 if in_class:
                     if nxt == "S":
@@ -716,34 +725,106 @@ class Tokenizer:
     @classmethod
     def from_hf(cls, path: PathLike) -> Tokenizer:
         """Read a ByteLevel-BPE tokenizer.json. Token ids are taken as ranks (tiktoken's rule: the
-        merge order of GPT-2-style files); added tokens become special tokens."""
+        merge order of GPT-2-style files); added tokens become special tokens.
+
+        Only settings whose ids this tokenizer reproduces are accepted: no normalizer; a
+        pre-tokenizer that is ByteLevel (use_regex: the GPT-2 pattern) or a Split regex
+        ("Isolated") followed by ByteLevel without its regex; ``add_prefix_space`` false; a BPE
+        model without dropout, subword prefix or word suffix; added tokens without
+        lstrip/rstrip/single_word. Anything else raises ValueError naming the file and setting,
+        as does a malformed file.
+        """
         p = Path(path)
+
+        def bad(msg: str) -> ValueError:
+            return ValueError(f"{p}: {msg}")
+
         try:
             doc = json.loads(p.read_text(encoding="utf-8"))
-            model = doc["model"]
-        except (ValueError, KeyError, TypeError):
-            raise ValueError(f"{p}: not a tokenizer.json") from None
+        except (ValueError, UnicodeDecodeError):
+            raise bad("not a tokenizer.json (not JSON)") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("model"), dict):
+            raise bad("not a tokenizer.json (no \"model\" object)")
+        model = doc["model"]
         if model.get("type") != "BPE":
-            raise ValueError(f"{p}: model type {model.get('type')!r} is not BPE")
+            raise bad(f"model type {model.get('type')!r} is not BPE")
+        for key in ("dropout", "continuing_subword_prefix", "end_of_word_suffix"):
+            if model.get(key) not in (None, 0, 0.0, ""):
+                raise bad(f"model.{key} = {model[key]!r} is not supported (it changes the ids)")
+        if doc.get("normalizer") is not None:
+            norm = doc["normalizer"]
+            raise bad(f"normalizer {norm.get('type') if isinstance(norm, dict) else norm!r} is not supported "
+                      "(only files without a normalizer encode to the same ids here)")
+        vocab = model.get("vocab")
+        if not isinstance(vocab, dict):
+            raise bad(f"model.vocab must be an object token -> id, got {type(vocab).__name__}")
         dec = _unicode_to_byte()
         ranks: dict[bytes, int] = {}
-        for s, i in model["vocab"].items():
+        for tok_text, i in vocab.items():
+            if not isinstance(i, int) or isinstance(i, bool):
+                raise bad(f"model.vocab id of {tok_text!r} must be an int, got {i!r}")
             try:
-                ranks[bytes(dec[c] for c in s)] = int(i)
+                ranks[bytes(dec[c] for c in tok_text)] = i
             except KeyError:
-                raise ValueError(f"{p}: vocab entry {s!r} is not byte-level (GPT-2 byte-to-unicode)") from None
-        specials = {t["content"]: int(t["id"]) for t in doc.get("added_tokens", [])}
-        pattern = "gpt2"
-        pre = doc.get("pre_tokenizer") or {}
-        seq = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
-        for pt in seq:
-            if pt.get("type") == "Split":
-                rx = pt.get("pattern", {}).get("Regex") or re.escape(pt.get("pattern", {}).get("String", ""))
-                pattern = next((nm for nm, full in PATTERNS.items() if rx in (full, _hf_pattern(full))), rx)
+                raise bad(f"vocab entry {tok_text!r} is not byte-level (GPT-2 byte-to-unicode)") from None
+        added = doc.get("added_tokens") or []
+        if not isinstance(added, list):
+            raise bad(f"added_tokens must be a list, got {type(added).__name__}")
+        specials: dict[str, int] = {}
+        for k, t in enumerate(added):
+            if not isinstance(t, dict) or not isinstance(t.get("content"), str):
+                raise bad(f"added_tokens[{k}] has no \"content\" string")
+            i = t.get("id")
+            if not isinstance(i, int) or isinstance(i, bool):
+                raise bad(f"added_tokens[{k}] ({t['content']!r}) has id {i!r}, not an int")
+            for opt in ("lstrip", "rstrip", "single_word"):
+                if t.get(opt):
+                    raise bad(f"added token {t['content']!r} has {opt}=true, which is not supported")
+            specials[t["content"]] = i
+        pattern = cls._hf_pre_tokenizer(doc.get("pre_tokenizer"), bad)
         for t, i in specials.items():  # some files list added tokens in the vocab as well
             if ranks.get(t.encode()) == i:
                 del ranks[t.encode()]
-        return cls(ranks, pattern, specials)
+        try:
+            return cls(ranks, pattern, specials)
+        except (ValueError, TypeError) as e:
+            raise bad(str(e)) from None
+
+    @staticmethod
+    def _hf_pre_tokenizer(pre: Any, bad: Any) -> str:
+        """The pattern of a tokenizer.json pre_tokenizer that we reproduce exactly, else bad(...)."""
+        if pre is None:
+            raise bad("pre_tokenizer is null: the text would not be byte-mapped (not a ByteLevel BPE)")
+        if not isinstance(pre, dict):
+            raise bad(f"pre_tokenizer must be an object, got {type(pre).__name__}")
+        seq = pre.get("pretokenizers") if pre.get("type") == "Sequence" else [pre]
+        if not isinstance(seq, list) or not all(isinstance(x, dict) for x in seq):
+            raise bad("pre_tokenizer Sequence has no list of pretokenizers")
+        types = [x.get("type") for x in seq]
+        if types not in (["ByteLevel"], ["Split", "ByteLevel"]):
+            raise bad(f"pre_tokenizer {' + '.join(map(str, types))} is not supported "
+                      "(ByteLevel, or Split + ByteLevel)")
+        byte_level = seq[-1]
+        # HF's defaults when a key is missing: add_prefix_space true, use_regex true.
+        if byte_level.get("add_prefix_space", True):
+            raise bad("pre_tokenizer ByteLevel add_prefix_space=true is not supported (it prepends a space "
+                      "to every split piece, changing the ids)")
+        use_regex = byte_level.get("use_regex", True)
+        if len(seq) == 1:
+            if not use_regex:
+                raise bad("pre_tokenizer ByteLevel with use_regex=false and no Split would not split the text")
+            return "gpt2"  # ByteLevel's own regex is GPT-2's
+        split = seq[0]
+        if use_regex:
+            raise bad("pre_tokenizer Split followed by ByteLevel with use_regex=true (two regexes) is not supported")
+        if split.get("behavior") != "Isolated" or split.get("invert", False):
+            raise bad(f"pre_tokenizer Split behavior {split.get('behavior')!r} invert={split.get('invert')!r} "
+                      "is not supported (only Isolated, invert false)")
+        spec = split.get("pattern")
+        if not isinstance(spec, dict) or not isinstance(spec.get("Regex", spec.get("String")), str):
+            raise bad("pre_tokenizer Split has no Regex or String pattern")
+        rx = spec["Regex"] if "Regex" in spec else re.escape(spec["String"])
+        return next((nm for nm, full in PATTERNS.items() if rx in (full, _hf_pattern(full))), rx)
 
     # -- training -----------------------------------------------------------------------------
     @classmethod
