@@ -662,3 +662,40 @@ def test_bad_ranks_and_specials_give_clear_errors():
     for f, exc, msg in cases:
         with pytest.raises(exc, match=msg):
             f()
+
+
+def test_explicit_disallowed_set_like_tiktoken(toks):
+    tok = toks["cl100k"]
+    ref = _ref(tok, "cl100k")
+    texts = ["x <|nope|> y", "<|nope|>", "plain", "<|nope|><|endoftext|>", "a<|endoftext|>b<|nope|>", "<|nop"]
+    sets = [{"<|nope|>"}, {"<|nope|>", "<|endoftext|>"}, {"<|endoftext|>"}, {"zz", "plain"}, set(), {""}]
+    for t in texts:
+        for d in sets:
+            for allowed in (set(), "all"):
+                kw = dict(allowed_special=allowed, disallowed_special=d)
+                if "" in d:  # tiktoken's regex of an empty string matches every text; no text holds it here
+                    assert tok.encode(t, **kw) == tok.encode(t, allowed_special=allowed, disallowed_special=set())
+                    continue
+                try:
+                    want = ref.encode(t, **kw)
+                except ValueError as e:
+                    name = re.search(r"disallowed special token ('.*?')", str(e)).group(1)
+                    for f in (lambda: tok.encode(t, **kw), lambda: tok.count(t, **kw),
+                              lambda: tok.encode_to_numpy(t, **kw), lambda: tok.encode_batch(["ok", t], **kw),
+                              lambda: tok.encode_batch_flat([t], **kw)):
+                        with pytest.raises(ValueError, match=re.escape(name)):
+                            f()
+                    continue
+                assert tok.encode(t, **kw) == want and tok.count(t, **kw) == len(want)
+                assert tok.encode_batch([t, t], **kw) == [want, want]
+    with pytest.raises(TypeError, match="str"):
+        tok.encode("x", disallowed_special={1})
+
+
+def test_nested_allowed_specials_longest_wins():
+    # Our documented rule (tiktoken instead follows its regex alternation order, set-dependent).
+    base = {bytes([b]): b for b in range(256)}
+    tok = Tokenizer(base, "gpt2", {"ab": 300, "a": 301})
+    assert tok.encode("ab", allowed_special="all") == [300]
+    assert tok.encode("a b", allowed_special="all") == [301, 32, 98]
+    assert tok.encode("ab", allowed_special={"a"}, disallowed_special=()) == [301, 98]

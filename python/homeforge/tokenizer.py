@@ -358,32 +358,44 @@ class Tokenizer:
         return [t in tokens for t in self._special_order]
 
     def _masks(self, allowed_special: Literal["all"] | Collection[str],
-               disallowed_special: Literal["all"] | Collection[str]) -> tuple[list[bool], list[bool]]:
+               disallowed_special: Literal["all"] | Collection[str]
+               ) -> tuple[list[bool], list[bool], re.Pattern[str] | None]:
+        """Masks over the registered special tokens, plus a regex when an explicit
+        ``disallowed_special`` names strings that are not registered special tokens: tiktoken
+        builds its check from the given set, so such text raises too (then the whole set is
+        checked with that regex, leftmost match first, as tiktoken does)."""
         if allowed_special == "all":
             allowed: Collection[str] = self._special
         elif isinstance(allowed_special, str) or not isinstance(allowed_special, Collection):
             raise TypeError('allowed_special must be "all" or a collection of str')
         else:
             allowed = allowed_special
+        extra = None
         if disallowed_special == "all":
             disallowed: Collection[str] = [t for t in self._special if t not in allowed]
         elif isinstance(disallowed_special, str) or not isinstance(disallowed_special, Collection):
             raise TypeError('disallowed_special must be "all" or a collection of str')
         else:
             disallowed = disallowed_special
-        return self._mask(allowed), self._mask(disallowed)
+            if any(t not in self._special for t in disallowed):
+                extra = _disallowed_regex(frozenset(disallowed))
+        return self._mask(allowed), self._mask(disallowed), extra
 
-    def _check_disallowed(self, text: str, disallowed: list[bool]) -> None:
-        if any(disallowed):
+    def _check_disallowed(self, text: str, disallowed: list[bool], extra: re.Pattern[str] | None = None) -> None:
+        tok = None
+        if extra is not None:
+            m = extra.search(text)
+            tok = m.group() if m else None
+        elif any(disallowed):
             k = self._bpe.find_special(text, disallowed)
-            if k >= 0:
-                tok = self._special_order[k]
-                raise ValueError(
-                    f"Encountered text corresponding to disallowed special token {tok!r}.\n"
-                    f"If you want this text to be encoded as a special token, pass it to `allowed_special`, e.g. "
-                    f"`allowed_special={{{tok!r}, ...}}`.\nIf you want this text to be encoded as normal text, "
-                    f"disable the check for this token by passing `disallowed_special=(enc.special_tokens_set - "
-                    f"{{{tok!r}}})`.\nTo disable this check for all special tokens, pass `disallowed_special=()`.")
+            tok = self._special_order[k] if k >= 0 else None
+        if tok is not None:
+            raise ValueError(
+                f"Encountered text corresponding to disallowed special token {tok!r}.\n"
+                f"If you want this text to be encoded as a special token, pass it to `allowed_special`, e.g. "
+                f"`allowed_special={{{tok!r}, ...}}`.\nIf you want this text to be encoded as normal text, "
+                f"disable the check for this token by passing `disallowed_special=(enc.special_tokens_set - "
+                f"{{{tok!r}}})`.\nTo disable this check for all special tokens, pass `disallowed_special=()`.")
 
     # -- custom-regex path --------------------------------------------------------------------
     def _custom_encode(self, text: str, allowed: list[bool]) -> list[int]:
@@ -414,10 +426,14 @@ class Tokenizer:
         """Token ids of ``text`` with tiktoken's special-token rules.
 
         Special-token text raises ValueError unless allowed (then it encodes as its id) or excluded
-        from ``disallowed_special`` (then it encodes as ordinary text).
+        from ``disallowed_special`` (then it encodes as ordinary text). An explicit
+        ``disallowed_special`` set raises on any of its strings, special tokens or not (tiktoken's
+        rule). Where allowed special tokens overlap at one position ("ab" and "a"), the longest
+        wins: "ab" encodes as the id of "ab" (tiktoken takes the first in its regex alternation,
+        which depends on set order).
         """
-        allowed, disallowed = self._masks(allowed_special, disallowed_special)
-        self._check_disallowed(text, disallowed)
+        allowed, disallowed, extra = self._masks(allowed_special, disallowed_special)
+        self._check_disallowed(text, disallowed, extra)
         if self._rx is not None:
             return self._custom_encode(text, allowed)
         return self._bpe.encode(text, allowed)
@@ -431,8 +447,8 @@ class Tokenizer:
     def encode_to_numpy(self, text: str, *, allowed_special: Literal["all"] | Collection[str] = frozenset(),
                         disallowed_special: Literal["all"] | Collection[str] = "all") -> np.ndarray:
         """Like encode, as a uint32 array."""
-        allowed, disallowed = self._masks(allowed_special, disallowed_special)
-        self._check_disallowed(text, disallowed)
+        allowed, disallowed, extra = self._masks(allowed_special, disallowed_special)
+        self._check_disallowed(text, disallowed, extra)
         if self._rx is not None:
             return np.asarray(self._custom_encode(text, allowed), dtype=np.uint32)
         return self._bpe.encode_numpy(text, allowed)
@@ -440,8 +456,8 @@ class Tokenizer:
     def count(self, text: str, *, allowed_special: Literal["all"] | Collection[str] = frozenset(),
               disallowed_special: Literal["all"] | Collection[str] = "all") -> int:
         """Number of tokens ``encode`` would return, without building the list."""
-        allowed, disallowed = self._masks(allowed_special, disallowed_special)
-        self._check_disallowed(text, disallowed)
+        allowed, disallowed, extra = self._masks(allowed_special, disallowed_special)
+        self._check_disallowed(text, disallowed, extra)
         if self._rx is not None:
             return len(self._custom_encode(text, allowed))
         return int(self._bpe.count(text, allowed))
@@ -450,8 +466,13 @@ class Tokenizer:
                      num_threads: int = 0) -> list[bool]:
         if isinstance(texts, str):
             raise TypeError("texts must be a sequence of str, not a str")
-        allowed, disallowed = self._masks(allowed_special, disallowed_special)
-        if any(disallowed):
+        allowed, disallowed, extra = self._masks(allowed_special, disallowed_special)
+        if extra is not None:  # strings that are not special tokens: a Python regex per text
+            for t in texts:
+                if not isinstance(t, str):
+                    raise TypeError(f"texts must contain str, got {type(t).__name__}")
+                self._check_disallowed(t, disallowed, extra)
+        elif any(disallowed):
             for t in texts:
                 if not isinstance(t, str):
                     raise TypeError(f"texts must contain str, got {type(t).__name__}")
@@ -903,6 +924,17 @@ class Tokenizer:
         base = len(ranks)
         specials = {t: base + i for i, t in enumerate(special_tokens)}
         return cls(ranks, name or pattern, specials)
+
+
+@functools.lru_cache(maxsize=32)
+def _disallowed_regex(tokens: frozenset[str]) -> re.Pattern[str]:
+    """tiktoken's check for an explicit disallowed set: any of its strings (empty ones match
+    nothing here: no text contains an empty special token)."""
+    for t in tokens:
+        if not isinstance(t, str):
+            raise TypeError(f"disallowed_special must contain str, got {type(t).__name__}")
+    alts = sorted((t for t in tokens if t), key=lambda t: (-len(t), t))
+    return re.compile("|".join(map(re.escape, alts)) if alts else r"(?!)")
 
 
 def _int(x: Any) -> int:
