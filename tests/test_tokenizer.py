@@ -109,6 +109,36 @@ def test_pretokenizer_matches_oniguruma(name):
         assert ours == ref, repr(s)
 
 
+def test_safe_cut_points_keep_oniguruma_pieces():
+    # Every cut _core.last_safe_split offers (the rule the file reader, the batch encoder and the
+    # trainer share) leaves the pieces of the whole text unchanged under Oniguruma's run of each
+    # pattern (tokenizers' Split), and the scan from `start` finds the last such point.
+    splits = {n: hf_tokenizers.pre_tokenizers.Split(hf_tokenizers.Regex(_hf_pattern(PATTERNS[n])), behavior="isolated")
+              for n in NAMES}
+    frags = ["a", "Z", " ", "  ", "\t", "\n", "\r\n", "'s", "'", "7", ".", "/", "\u00e9", "\u0301", "\u4e2d", "\u00a0",
+             "x\n/", ",\n7", "\n\n", "a\n("]
+    rng = random.Random(5)
+    cuts = 0
+    for _ in range(300):
+        s = "".join(rng.choice(frags) for _ in range(rng.randint(3, 30)))
+        b = s.encode()
+        end = len(b)
+        while True:
+            p = _core.last_safe_split(b[:end])  # the last cut before `end`
+            if p >= end:
+                break
+            cuts += 1
+            left, right = b[:p].decode(), b[p:].decode()
+            for n, sp in splits.items():
+                pieces = [x for x, _ in sp.pre_tokenize_str(s)]
+                assert [x for x, _ in sp.pre_tokenize_str(left)] + [x for x, _ in sp.pre_tokenize_str(right)] == pieces, (n, s, p)
+            end = p
+        assert _core.last_safe_split(b, len(b)) == len(b)
+    assert cuts > 300
+    with pytest.raises(ValueError, match="start"):
+        _core.last_safe_split(b"abc", 4)
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_encode_matches_tiktoken(name, toks, corpus):
     tok = toks[name]
