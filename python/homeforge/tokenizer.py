@@ -860,7 +860,8 @@ class Tokenizer:
         (an int >= 64); memory grows with the distinct pre-tokens only. Text files are cut into
         blocks only where pre-tokenizing the blocks one by one gives the pieces of the whole text
         (before a space after an ASCII letter, or after a newline between printable ASCII), so
-        training from a file equals training from its text as one str. A stretch of more than
+        training from a file equals training from its text as one str (proven for the named
+        patterns; a custom regex that lets a piece run across such a point sees it cut). A stretch of more than
         ``4 * batch_bytes`` bytes with no such point (one long line of CJK text, say) is cut at a
         UTF-8 character boundary instead, which can split one pre-token there and changes the
         counts by that piece (the C++ trainer cuts the same way within a document after 4 MiB). ``vocab_size`` counts the 256 bytes, the
@@ -971,7 +972,9 @@ def _iter_file(path: Path, jsonl_field: str, block: int, max_carry: int | None =
     say, one long line of CJK text) is read on until one comes, or to the end of the file, so
     memory grows with the longest such stretch. ``max_carry`` caps that: past it the text is cut
     anyway at a UTF-8 character boundary (training uses this; a forced cut can split one pre-token
-    in two). Encoding passes None: its ids must equal those of the whole text.
+    in two). Encoding passes None: its ids must equal those of the whole text. The rule is proven
+    for the three named patterns only; a custom regex whose pieces can cross such a point may see
+    a piece cut there.
     """
     _batch_bytes(block)
     if not path.is_file():

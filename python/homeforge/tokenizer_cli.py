@@ -11,7 +11,8 @@ The main CLI (homeforge.cli) calls :func:`add_subcommands` on its subparsers and
 vocabulary has at most 65,536 ids, else uint32); each document (a plain-text file, or one jsonl
 record) is followed by the end-of-text token when the tokenizer has one. Special-token text inside
 documents is encoded as ordinary text. A text file is read in blocks of about ``--batch-bytes``,
-cut only where the ids of the blocks equal those of the whole file (``tok.encode_ordinary(text)``);
+cut only where the ids of the blocks equal those of the whole file (``tok.encode_ordinary(text)``;
+proven for the named patterns, not for a custom regex);
 text with no such point (no ASCII letter before a space and no newline between printable ASCII)
 is read on until one comes, so memory grows with the longest such stretch.
 
