@@ -140,11 +140,44 @@ ScratchIds encode_to_scratch(const Bpe& b, const py::handle& text, const std::ve
   return {out, n};
 }
 
-// ids: a sequence of int or an integer numpy array -> uint32, range-checked.
+std::string type_name(const py::handle& v) {
+  return py::str(py::type::handle_of(v).attr("__name__")).cast<std::string>();
+}
+
+// v as an integer: anything with __index__ (int, numpy integer scalars: what tiktoken accepts),
+// but not bool (an int subclass that is never meant as an id) and not float. Returns false with
+// `text` set to the value's decimal text when it is outside [lo, hi], so a message can name the
+// real value (not a wrapped or clamped one).
+bool index_in(const py::handle& v, long long lo, long long hi, const std::string& what, long long& out, std::string& text) {
+  if (PyBool_Check(v.ptr()) || PyFloat_Check(v.ptr()) || !PyIndex_Check(v.ptr()))
+    throw hf::TypeError(what + " must be an int, got " + type_name(v));
+  py::object i = py::reinterpret_steal<py::object>(PyNumber_Index(v.ptr()));
+  if (!i) {
+    PyErr_Clear();
+    throw hf::TypeError(what + " must be an int, got " + type_name(v));
+  }
+  int overflow = 0;
+  out = PyLong_AsLongLongAndOverflow(i.ptr(), &overflow);
+  if (!overflow && out >= lo && out <= hi) return true;
+  text = py::str(i).cast<std::string>();
+  return false;
+}
+
+// One token id (decode_single_token_bytes); ValueError naming the value when out of range.
+uint32_t id_of(const py::handle& v, const Bpe& b) {
+  long long x = 0;
+  std::string text;
+  if (!index_in(v, 0, 0xFFFFFFFFll, "token id", x, text) || !b.valid_id((uint32_t)x))
+    throw hf::ValueError("token id " + (text.empty() ? std::to_string(x) : text) + " is not in the vocabulary (n_vocab " +
+                         std::to_string(b.n_vocab()) + ")");
+  return (uint32_t)x;
+}
+
+// ids: a sequence of ints (see index_in) or an integer numpy array -> uint32, range-checked.
 std::vector<uint32_t> ids_of(const py::handle& obj, uint32_t n_vocab) {
   std::vector<uint32_t> out;
-  auto bad = [&](long long v, size_t i) {
-    throw hf::ValueError("token id " + std::to_string(v) + " at position " + std::to_string(i) +
+  auto bad = [&](const std::string& v, size_t i) {
+    throw hf::ValueError("token id " + v + " at position " + std::to_string(i) +
                          " is not in the vocabulary (n_vocab " + std::to_string(n_vocab) + ")");
   };
   if (py::isinstance<py::array>(obj)) {
@@ -152,11 +185,21 @@ std::vector<uint32_t> ids_of(const py::handle& obj, uint32_t n_vocab) {
     const char kind = a.dtype().kind();
     HF_CHECK(kind == 'i' || kind == 'u', TypeError, "ids must be integers, got a numpy array of " << dtype_str(a));
     HF_CHECK(a.ndim() <= 1, ValueError, "ids must be 1-D, got shape " << shape_str(a));
+    if (kind == 'u') {  // uint64 values >= 2^63 would wrap negative as int64
+      py::array_t<uint64_t, py::array::c_style | py::array::forcecast> b(a);
+      out.resize((size_t)b.size());
+      const uint64_t* d = b.data();
+      for (size_t i = 0; i < out.size(); ++i) {
+        if (d[i] > 0xFFFFFFFFull) bad(std::to_string(d[i]), i);
+        out[i] = (uint32_t)d[i];
+      }
+      return out;
+    }
     py::array_t<int64_t, py::array::c_style | py::array::forcecast> b(a);
     out.resize((size_t)b.size());
     const int64_t* d = b.data();
     for (size_t i = 0; i < out.size(); ++i) {
-      if (d[i] < 0 || d[i] > (int64_t)0xFFFFFFFF) bad(d[i], i);
+      if (d[i] < 0 || d[i] > (int64_t)0xFFFFFFFF) bad(std::to_string(d[i]), i);
       out[i] = (uint32_t)d[i];
     }
     return out;
@@ -167,12 +210,15 @@ std::vector<uint32_t> ids_of(const py::handle& obj, uint32_t n_vocab) {
   out.resize(n);
   for (size_t i = 0; i < n; ++i) {
     py::object v = seq[i];
-    if (!PyLong_Check(v.ptr()) || PyBool_Check(v.ptr()))
-      throw hf::TypeError("ids must be int, got " + py::str(py::type::handle_of(v).attr("__name__")).cast<std::string>() +
-                          " at position " + std::to_string(i));
-    int overflow = 0;
-    const long long x = PyLong_AsLongLongAndOverflow(v.ptr(), &overflow);
-    if (overflow || x < 0 || x > 0xFFFFFFFFll) bad(overflow ? -1 : x, i);
+    long long x = 0;
+    std::string text;
+    if (PyLong_CheckExact(v.ptr())) {  // the common case, without the __index__ call
+      int overflow = 0;
+      x = PyLong_AsLongLongAndOverflow(v.ptr(), &overflow);
+      if (overflow || x < 0 || x > 0xFFFFFFFFll) bad(py::str(v).cast<std::string>(), i);
+    } else if (!index_in(v, 0, 0xFFFFFFFFll, "ids[" + std::to_string(i) + "]", x, text)) {
+      bad(text, i);
+    }
     out[i] = (uint32_t)x;
   }
   return out;
@@ -431,22 +477,57 @@ void encode_flat(const Bpe& bpe, const BatchText& b, const std::vector<uint8_t>&
   for (size_t d = 0; d < n; ++d) fb.len[d] = fb.off[fb.first[d + 1]] - fb.off[fb.first[d]];
 }
 
+// mergeable_ranks: a dict bytes -> int, or an iterable of 2-item sequences (tuples, or lists as
+// JSON gives them).
 std::vector<std::pair<std::string, uint32_t>> ranks_of(const py::handle& obj) {
   std::vector<std::pair<std::string, uint32_t>> out;
   auto add = [&](const py::handle& k, const py::handle& v) {
-    HF_CHECK(PyBytes_Check(k.ptr()), TypeError, "mergeable_ranks keys must be bytes");
-    HF_CHECK(PyLong_Check(v.ptr()), TypeError, "mergeable_ranks values must be int");
-    const long long r = v.cast<long long>();
-    HF_CHECK(r >= 0 && r <= (long long)hf::tok::kMaxTokenId, ValueError, "rank " << r << " is out of range");
-    out.emplace_back(k.cast<std::string>(), (uint32_t)r);
+    HF_CHECK(PyBytes_Check(k.ptr()), TypeError, "mergeable_ranks keys must be bytes, got " << type_name(k));
+    const std::string key = k.cast<std::string>();
+    long long r = 0;
+    std::string text;
+    if (!index_in(v, 0, hf::tok::kMaxTokenId, "mergeable_ranks value", r, text))
+      HF_THROW(ValueError, "rank " << text << " of token " << py::repr(k).cast<std::string>()
+                                   << " is out of range (ranks must be in [0, " << hf::tok::kMaxTokenId << "])");
+    out.emplace_back(key, (uint32_t)r);
   };
   if (PyDict_Check(obj.ptr())) {
     for (auto kv : py::reinterpret_borrow<py::dict>(obj)) add(kv.first, kv.second);
-  } else {
-    for (auto item : py::reinterpret_borrow<py::iterable>(obj)) {
-      py::tuple t = py::reinterpret_borrow<py::tuple>(item);
-      add(t[0], t[1]);
+    return out;
+  }
+  HF_CHECK(PyIter_Check(obj.ptr()) || PySequence_Check(obj.ptr()), TypeError,
+           "mergeable_ranks must be a dict bytes -> int or an iterable of (bytes, int) pairs, got " << type_name(obj));
+  for (auto item : py::reinterpret_borrow<py::iterable>(obj)) {
+    HF_CHECK(PySequence_Check(item.ptr()) && !PyBytes_Check(item.ptr()) && !PyUnicode_Check(item.ptr()) &&
+                 PySequence_Size(item.ptr()) == 2,
+             TypeError, "mergeable_ranks items must be (bytes, int) pairs, got " << py::repr(item).cast<std::string>().substr(0, 60));
+    py::sequence t = py::reinterpret_borrow<py::sequence>(item);
+    add(t[0], t[1]);
+  }
+  return out;
+}
+
+// special_tokens: a dict str -> int; the text must be valid UTF-8 (no lone surrogates: unlike
+// encoded text it is not repaired, since "\ufffd" as a special token is surely not meant).
+std::vector<std::pair<std::string, uint32_t>> specials_of(const py::handle& obj) {
+  HF_CHECK(PyDict_Check(obj.ptr()), TypeError, "special_tokens must be a dict str -> int, got " << type_name(obj));
+  std::vector<std::pair<std::string, uint32_t>> out;
+  for (auto kv : py::reinterpret_borrow<py::dict>(obj)) {
+    HF_CHECK(PyUnicode_Check(kv.first.ptr()), TypeError, "special_tokens keys must be str, got " << type_name(kv.first));
+    Py_ssize_t n = 0;
+    const char* p = PyUnicode_AsUTF8AndSize(kv.first.ptr(), &n);
+    if (!p) {
+      PyErr_Clear();
+      HF_THROW(ValueError, "special token " << py::repr(kv.first).cast<std::string>()
+                                            << " is not valid Unicode text (it has a lone surrogate)");
     }
+    long long id = 0;
+    std::string text;
+    const std::string what = "special token id of " + py::repr(kv.first).cast<std::string>();
+    if (!index_in(kv.second, 0, hf::tok::kMaxTokenId, what, id, text))
+      HF_THROW(ValueError, "special token " << py::repr(kv.first).cast<std::string>() << " has id " << text
+                                            << ", out of range (ids must be in [0, " << hf::tok::kMaxTokenId << "])");
+    out.emplace_back(std::string(p, (size_t)n), (uint32_t)id);
   }
   return out;
 }
@@ -475,14 +556,25 @@ Registration reg("tokenizer", 30, [](py::module_& m) {
     hf::tok::for_each_piece(p, (const uint8_t*)v.data(), v.size(), [&](size_t, size_t) { ++n; });
     return n;
   }, py::arg("text"), py::arg("pattern"), "Number of pre-tokenizer pieces (measures the scanner alone).");
+  m.def("last_safe_split", [](const py::buffer& data, size_t start) {
+    const py::buffer_info info = data.request();
+    HF_CHECK(info.ndim == 1 && info.itemsize == 1, ValueError, "data must be 1-D bytes, got ndim " << info.ndim);
+    const auto n = (size_t)info.shape[0];
+    HF_CHECK(start <= n, ValueError, "start " << start << " is past the end of data (" << n << " bytes)");
+    return hf::tok::last_safe_split_point((const uint8_t*)info.ptr, n, start);
+  }, py::arg("data"), py::arg("start") = 0,
+        "The last byte offset p in [start, len(data)) where the text may be cut with pre-tokenization of\n"
+        "the halves equal to that of the whole under the named patterns, or len(data) if there is none.\n"
+        "Decided by data[p-2:p+1] only, so a cut found in a prefix of a stream is safe in the whole.");
   m.def("pattern_regex", [](const std::string& name) { return std::string(hf::tok::pattern_regex(hf::tok::pattern_from_name(name))); });
 
   py::class_<Bpe, std::shared_ptr<Bpe>>(m, "BpeBase");
   py::class_<BpePy, Bpe, std::shared_ptr<BpePy>>(m, "Bpe")
-      .def(py::init([](const py::handle& ranks, const std::string& pattern, const std::map<std::string, uint32_t>& specials) {
+      .def(py::init([](const py::handle& ranks, const std::string& pattern, const py::handle& specials) {
              auto r = ranks_of(ranks);
              const Pattern p = pattern == "custom" ? Pattern::custom : hf::tok::pattern_from_name(pattern);
-             std::vector<std::pair<std::string, uint32_t>> sp(specials.begin(), specials.end());
+             auto sp = specials_of(specials);
+             std::sort(sp.begin(), sp.end());  // (the order the std::map gave before: by text)
              std::shared_ptr<BpePy> b;
              {
                py::gil_scoped_release release;
@@ -636,10 +728,8 @@ Registration reg("tokenizer", 30, [](py::module_& m) {
         }
         return py::bytes(out);
       })
-      .def("token_bytes", [](const Bpe& b, long long id) {
-        HF_CHECK(id >= 0 && id <= 0xFFFFFFFFll && b.valid_id((uint32_t)id), ValueError,
-                 "token id " << id << " is not in the vocabulary (n_vocab " << b.n_vocab() << ")");
-        auto s = b.token_bytes((uint32_t)id);
+      .def("token_bytes", [](const Bpe& b, const py::handle& id) {
+        auto s = b.token_bytes(id_of(id, b));
         return py::bytes(s.data(), s.size());
       })
       .def("valid_id", [](const Bpe& b, long long id) { return id >= 0 && id <= 0xFFFFFFFFll && b.valid_id((uint32_t)id); })

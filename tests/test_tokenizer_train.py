@@ -165,3 +165,106 @@ def test_cli_train_and_encode_shards(tmp_path):
     # errors come back as a status, with a message
     a = p.parse_args(["tokenizer", "encode", "-t", str(tmp_path / "nope.hft"), "-i", str(corpus), "-o", str(tmp_path)])
     assert run(a) == 1
+
+
+# ---- streamed files: cut points keep ids and counts exact -----------------------------------
+
+# Fragments that used to leave a 4 x batch_bytes stretch with no cut point of the old newline rule
+# (CRLF line ends, blank lines between paragraphs, indented code), and ones no rule cuts in (CJK).
+_FRAGMENTS = ["def f(x):\r\n", "    return x\r\n", "\r\n", "Some prose here.\n\n", "  indented  code  = 1\n",
+              "\t\tif a:\n", "//comment\n", "x/y\n/z\n", "12 34, 56\n", "\u4e2d\u6587\u6bb5\u843d\n", "caf\u00e9 ",
+              "\n\n\n", "   ", "a", "!?\n", "it's OK\r\n"]
+
+
+@pytest.fixture(scope="module")
+def small_toks():
+    texts = _texts(4)
+    return {n: Tokenizer.train(texts, vocab_size=600, pattern=n) for n in ("gpt2", "cl100k", "o200k")}
+
+
+def _tiktoken_of(tok: Tokenizer, name: str):
+    return tiktoken.Encoding(f"t_{name}", pat_str=PATTERNS[name], mergeable_ranks=tok.mergeable_ranks(),
+                             special_tokens={})
+
+
+from hypothesis import HealthCheck, given, settings, strategies as st  # noqa: E402
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(parts=st.lists(st.sampled_from(_FRAGMENTS), min_size=1, max_size=120) |
+       st.lists(st.sampled_from(_FRAGMENTS[:3] + _FRAGMENTS[9:10] + ["\r\n\r\n  x = f(y)\r\n"]), min_size=20, max_size=80),
+       block=st.integers(64, 300))
+def test_file_blocks_encode_like_the_whole_text(small_toks, parts, block):
+    import tempfile
+    from pathlib import Path
+
+    from homeforge.tokenizer import _iter_file
+
+    text = "".join(parts)
+    with tempfile.TemporaryDirectory() as d:
+        p = Path(d) / "t.txt"
+        p.write_bytes(text.encode())
+        chunks = list(_iter_file(p, "text", block))
+    assert "".join(chunks) == text and all(chunks)
+    for name, tok in small_toks.items():
+        ref = _tiktoken_of(tok, name)
+        assert [i for c in chunks for i in ref.encode_ordinary(c)] == ref.encode_ordinary(text), name
+
+
+def test_cli_encode_small_batches_equals_tiktoken(small_toks, tmp_path):
+    from homeforge.shards import read_shard
+    from homeforge.tokenizer_cli import add_subcommands, run
+
+    tok = Tokenizer(small_toks["o200k"].mergeable_ranks(), "o200k", {"<|endoftext|>": 600})
+    tok.save(tmp_path / "tok.hft")
+    ref = _tiktoken_of(tok, "o200k")
+    crlf = _texts(1, 5)[0].replace("\n", "\r\n")
+    para = "\n\n".join(f"Paragraph {i} is short.\nIt ends here." for i in range(300))
+    code = _texts(1, 6)[0]
+    cjk = "\u4e2d\u6587\n" * 500  # no safe point at all: read whole, never cut
+    p = argparse.ArgumentParser(prog="homeforge")
+    add_subcommands(p.add_subparsers(dest="command"))
+    for i, text in enumerate([crlf, para, code, cjk]):
+        f = tmp_path / f"in{i}.txt"
+        f.write_bytes(text.encode())
+        a = p.parse_args(["tokenizer", "encode", "-t", str(tmp_path / "tok.hft"), "-i", str(f), "-o",
+                          str(tmp_path / f"sh{i}"), "--quiet", "--batch-bytes", "64"])
+        assert run(a) == 0
+        got = np.concatenate([read_shard(s) for s in sorted((tmp_path / f"sh{i}").glob("*.bin"))]).tolist()
+        assert got == ref.encode_ordinary(text) + [600], i
+
+
+@pytest.mark.parametrize("kind", ["crlf", "paragraphs", "indented"])
+def test_train_from_file_equals_from_str_with_small_blocks(tmp_path, kind):
+    src = "".join(_texts(2, 3))
+    text = {"crlf": src.replace("\n", "\r\n"),
+            "paragraphs": "\n\n".join(line.strip() for line in src.splitlines() if line.strip()),
+            "indented": "\n".join("        " + line for line in src.splitlines())}[kind]
+    f = tmp_path / "c.txt"
+    f.write_bytes(text.encode())
+    for pattern in ("gpt2", "o200k"):
+        a = Tokenizer.train(f, vocab_size=500, pattern=pattern, batch_bytes=200)
+        b = Tokenizer.train([text], vocab_size=500, pattern=pattern)
+        assert a.mergeable_ranks() == b.mergeable_ranks(), pattern
+
+
+def test_batch_bytes_must_be_positive(tmp_path):
+    from homeforge.tokenizer_cli import add_subcommands, run
+
+    f = tmp_path / "x.txt"
+    f.write_text("hello world " * 100)
+    for bad in (0, -1, 10, 1.5, True):
+        with pytest.raises(ValueError, match="batch_bytes"):
+            Tokenizer.train(f, vocab_size=400, batch_bytes=bad)
+    Tokenizer.train(["x"], vocab_size=300).save(tmp_path / "t.hft")
+    p = argparse.ArgumentParser(prog="homeforge")
+    add_subcommands(p.add_subparsers(dest="command"))
+    a = p.parse_args(["tokenizer", "encode", "-t", str(tmp_path / "t.hft"), "-i", str(f), "-o", str(tmp_path / "o"),
+                      "--quiet", "--batch-bytes", "0"])
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert run(a) == 1
+    assert "--batch-bytes" in err.getvalue() and not (tmp_path / "o").exists()

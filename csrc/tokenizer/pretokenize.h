@@ -44,22 +44,38 @@ enum class Pattern : uint8_t { gpt2 = 0, cl100k = 1, o200k = 2, custom = 3 };
 // The regex strings of the named patterns, and name <-> Pattern.
 const char* pattern_regex(Pattern p);
 
-// The first byte offset p in [from, n) where text s[0, n) may be cut in two, the halves
-// pre-tokenized on their own, with exactly the pieces of the whole (for the three named
-// patterns), or n if there is none. p qualifies in two cases:
+// Whether text s[0, n) may be cut at byte p (0 < p < n) in two, the halves pre-tokenized on
+// their own, with exactly the pieces of the whole (for the three named patterns). p qualifies in
+// two cases, each decided by at most the three bytes s[p-2..p], so a cut found in a prefix of a
+// stream is also safe in the whole stream:
 // - s[p-1] is an ASCII letter and s[p] a space. A letter can only end a letter-run or
 //   contraction piece, and no such piece takes a space, so every pattern ends a piece at p; at the
 //   end of the first half the letters end the same piece (possessive or not, a letter run stops
 //   at the space and at the end alike). The second half starts where the whole text starts a
 //   piece, and no pattern looks behind, so it splits as the whole does from p on.
-// - s[p-2] is a printable ASCII non-space, s[p-1] is '\n' and s[p] an ASCII letter: the newline
-//   is a whitespace run of length one, so every pattern ends a piece after it ("\n" alone, or a
-//   punctuation piece's trailing newlines), and no piece starts with a newline and continues into
-//   a letter; `\s++$` and `\s+(?!\S)` at the cut give that same one-character piece. A run of
-//   several whitespace characters before the letter (where `$` would change the split) never
+// - s[p-2] is a printable ASCII non-space, s[p-1] is '\n' and s[p] a printable ASCII non-space
+//   other than '/': the newline is a whitespace run of length one, so every pattern ends a piece
+//   after it ("\n" alone, or a punctuation piece's trailing newlines -- o200k's `[\r\n/]*` would
+//   also take a '/', hence the exception), and no piece starts with a newline and continues into
+//   a non-space; `\s++$` and `\s+(?!\S)` at the cut give that same one-character piece. A run of
+//   several whitespace characters before the cut (where `$` would change the split) never
 //   qualifies.
+// This is the one definition of a safe cut: the batch encoder, the trainer and the Python file
+// reader (homeforge.tokenizer._iter_file, through the binding) all use it.
+inline bool is_safe_split(const uint8_t* s, size_t n, size_t p) {
+  if (p == 0 || p >= n) return false;
+  const uint8_t c = s[p], b = s[p - 1];
+  if (c == ' ') return (b | 0x20) >= 'a' && (b | 0x20) <= 'z';
+  return b == '\n' && p >= 2 && s[p - 2] > 0x20 && s[p - 2] < 0x7F && c > 0x20 && c < 0x7F && c != '/';
+}
+
+// The first p in [from, n) where is_safe_split holds, or n if there is none. O(distance to the
+// cut): in prose and code a letter before a space comes every few bytes, so the scan is short.
 // Used to split long documents of a batch into pieces that threads encode independently.
 size_t safe_split_point(const uint8_t* s, size_t n, size_t from);
+
+// The last p in [from, n) where is_safe_split holds, or n if there is none (scans backward).
+size_t last_safe_split_point(const uint8_t* s, size_t n, size_t from);
 const char* pattern_name(Pattern p);
 Pattern pattern_from_name(const std::string& name);  // throws hf::ValueError
 

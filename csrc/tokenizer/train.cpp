@@ -108,11 +108,12 @@ size_t Trainer::memory_bytes() const {
 
 size_t Trainer::safe_cut(const uint8_t* s, size_t n, size_t target) {
   if (target >= n) return n;
-  auto printable = [](uint8_t c) { return c > 32 && c < 127; };
   const size_t limit = std::min(n, target + 4 * kSegment);
-  for (size_t i = std::max<size_t>(target, 2); i < limit; ++i)
-    if (s[i - 1] == '\n' && printable(s[i - 2]) && printable(s[i]) && s[i] != '/') return i;
-  return limit;  // no safe point within 4 MiB: cut anyway (documented approximation)
+  const size_t cut = safe_split_point(s, limit, target);
+  if (cut < limit || limit == n) return cut;
+  size_t at = limit;  // no safe point within 4 MiB: cut anyway (documented approximation)
+  while (at > target && (s[at] & 0xC0) == 0x80) --at;  // never inside a UTF-8 sequence
+  return at;
 }
 
 void Trainer::count_segment(const uint8_t* s, size_t n, CountTable& into) const {

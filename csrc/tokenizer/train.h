@@ -63,8 +63,11 @@ class Trainer {
   struct Merge { uint32_t a, b, c; int64_t count; };
   const std::vector<Merge>& merges() const { return merges_; }
 
-  // A cut point in s[0, n) near `target` after which pre-tokenization of the two halves equals
-  // that of the whole (after "Y\nX" with Y, X printable non-space ASCII and X != '/'), or n.
+  // A cut point in s[0, n) at or after `target` where pre-tokenization of the two halves equals
+  // that of the whole (hf::tok::safe_split_point), or n. With none within 4 segments of the
+  // target it cuts there anyway (at a UTF-8 character boundary): a text with no safe point
+  // would otherwise be counted by one thread; the cut may split one pre-token in two, which
+  // changes the counts by at most one piece per 4 MiB.
   static size_t safe_cut(const uint8_t* s, size_t n, size_t target);
 
  private:

@@ -6,11 +6,12 @@ import collections.abc
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['Bpe', 'BpeBase', 'BpeTrainer', 'LlamaModel', 'active_isa', 'attention', 'attention_backward', 'core_peak_gflops', 'default_num_threads', 'detected_isa', 'gemm', 'gemm_cache_size', 'num_threads', 'onednn_cpu_runtime', 'onednn_version', 'pattern_regex', 'pretokenize', 'pretokenize_count', 'serial_backend', 'set_isa_limit', 'set_num_threads', 'set_serial_backend', 'stream_copy', 'stream_triad', 'tbb_version', 'unicode_version']
+import typing_extensions
+__all__: list[str] = ['Bpe', 'BpeBase', 'BpeTrainer', 'LlamaModel', 'active_isa', 'attention', 'attention_backward', 'core_peak_gflops', 'default_num_threads', 'detected_isa', 'gemm', 'gemm_cache_size', 'last_safe_split', 'num_threads', 'onednn_cpu_runtime', 'onednn_version', 'pattern_regex', 'pretokenize', 'pretokenize_count', 'serial_backend', 'set_isa_limit', 'set_num_threads', 'set_serial_backend', 'stream_copy', 'stream_triad', 'tbb_version', 'unicode_version']
 class BpeBase:
     pass
 class Bpe(BpeBase):
-    def __init__(self, ranks: typing.Any, pattern: str, specials: collections.abc.Mapping[str, typing.SupportsInt | typing.SupportsIndex]) -> None:
+    def __init__(self, ranks: typing.Any, pattern: str, specials: typing.Any) -> None:
         ...
     def count(self: BpeBase, arg0: typing.Any, arg1: collections.abc.Sequence[bool]) -> int:
         ...
@@ -40,7 +41,7 @@ class Bpe(BpeBase):
         ...
     def specials(self: BpeBase) -> list:
         ...
-    def token_bytes(self: BpeBase, arg0: typing.SupportsInt | typing.SupportsIndex) -> bytes:
+    def token_bytes(self: BpeBase, arg0: typing.Any) -> bytes:
         ...
     def valid_id(self: BpeBase, arg0: typing.SupportsInt | typing.SupportsIndex) -> bool:
         ...
@@ -168,6 +169,12 @@ def gemm(a: typing.Any, b: typing.Any, out: typing.Any, trans_a: bool = False, t
     """
 def gemm_cache_size() -> int:
     ...
+def last_safe_split(data: typing_extensions.Buffer, start: typing.SupportsInt | typing.SupportsIndex = 0) -> int:
+    """
+    The last byte offset p in [start, len(data)) where the text may be cut with pre-tokenization of
+    the halves equal to that of the whole under the named patterns, or len(data) if there is none.
+    Decided by data[p-2:p+1] only, so a cut found in a prefix of a stream is safe in the whole.
+    """
 def num_threads() -> int:
     """
     Threads used by homeforge kernels and oneDNN.

@@ -6,7 +6,10 @@ tables (``homeforge._core.unicode_version``) -- or an arbitrary regex string. A 
 Python's standard-library ``re`` engine (3.11+: possessive quantifiers and atomic groups), after
 ``\\p{..}``/``\\P{..}`` classes and ``\\s``/``\\S`` are rewritten into explicit code-point classes from
 the same Unicode 14 data (``\\s`` = the White_Space property, as in Rust's regex crate) and ``$``
-into ``\\Z``. That path is pure Python per piece (slower; encode_batch runs it serially).
+into ``\\Z``. ``\\w``, ``\\W``, ``\\b`` and ``\\B`` raise ValueError: their Rust meaning (``\\w`` includes
+the Alphabetic property and all marks) is not expressible from the standard library's data, and
+Python's would give other ids; spell the class out with ``\\p{..}``. That path is pure Python per
+piece (slower; encode_batch runs it serially).
 
 >>> tok = Tokenizer.train(["hello world, hello there"] * 20, vocab_size=270, pattern="gpt2",
 ...                       special_tokens=["<|endoftext|>"])
@@ -51,7 +54,7 @@ __all__ = [
 
 PATTERNS: dict[str, str] = {name: _core.pattern_regex(name) for name in ("gpt2", "cl100k", "o200k")}
 _FORMAT = "homeforge-tokenizer"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2  # 2: the checksum covers the header fields too; version 1 files still load
 EOT = "<|endoftext|>"
 
 PathLike = Union[str, "os.PathLike[str]"]
@@ -134,6 +137,12 @@ def _translate_regex(pattern: str) -> str:
                     out.append(("[^" if nxt == "P" else "[") + _ranges_text(ranges) + "]")
                 i = j
                 continue
+            if nxt in "wWbB":
+                raise ValueError(
+                    f"custom pattern: \\{nxt} at offset {i} is not supported: Python's re and tiktoken's Rust "
+                    "regex define it differently (Rust's \\w is [\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\p{Join_Control}] "
+                    "and \\b is a boundary of that \\w), so ids would differ; write the class out with "
+                    "\\p{..} general categories instead, e.g. [\\p{L}\\p{M}\\p{N}_] for a word character")
             if nxt in "sS":
                 if in_class:
                     if nxt == "S":
@@ -245,6 +254,12 @@ def write_tiktoken_ranks(path: PathLike, ranks: dict[bytes, int]) -> None:
 
 # ---- the tokenizer --------------------------------------------------------------------------
 
+def _v2_digest(header: dict[str, Any], body: bytes) -> str:
+    """sha256 of the header's fields other than ``sha256`` (canonical JSON, keys sorted) and the ranks."""
+    fields = {k: v for k, v in header.items() if k != "sha256"}
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode() + b"\n" + body).hexdigest()
+
+
 class StreamDecoder:
     """Decodes token ids as they arrive; incomplete UTF-8 sequences are held back until completed.
 
@@ -343,32 +358,44 @@ class Tokenizer:
         return [t in tokens for t in self._special_order]
 
     def _masks(self, allowed_special: Literal["all"] | Collection[str],
-               disallowed_special: Literal["all"] | Collection[str]) -> tuple[list[bool], list[bool]]:
+               disallowed_special: Literal["all"] | Collection[str]
+               ) -> tuple[list[bool], list[bool], re.Pattern[str] | None]:
+        """Masks over the registered special tokens, plus a regex when an explicit
+        ``disallowed_special`` names strings that are not registered special tokens: tiktoken
+        builds its check from the given set, so such text raises too (then the whole set is
+        checked with that regex, leftmost match first, as tiktoken does)."""
         if allowed_special == "all":
             allowed: Collection[str] = self._special
         elif isinstance(allowed_special, str) or not isinstance(allowed_special, Collection):
             raise TypeError('allowed_special must be "all" or a collection of str')
         else:
             allowed = allowed_special
+        extra = None
         if disallowed_special == "all":
             disallowed: Collection[str] = [t for t in self._special if t not in allowed]
         elif isinstance(disallowed_special, str) or not isinstance(disallowed_special, Collection):
             raise TypeError('disallowed_special must be "all" or a collection of str')
         else:
             disallowed = disallowed_special
-        return self._mask(allowed), self._mask(disallowed)
+            if any(t not in self._special for t in disallowed):
+                extra = _disallowed_regex(frozenset(disallowed))
+        return self._mask(allowed), self._mask(disallowed), extra
 
-    def _check_disallowed(self, text: str, disallowed: list[bool]) -> None:
-        if any(disallowed):
+    def _check_disallowed(self, text: str, disallowed: list[bool], extra: re.Pattern[str] | None = None) -> None:
+        tok = None
+        if extra is not None:
+            m = extra.search(text)
+            tok = m.group() if m else None
+        elif any(disallowed):
             k = self._bpe.find_special(text, disallowed)
-            if k >= 0:
-                tok = self._special_order[k]
-                raise ValueError(
-                    f"Encountered text corresponding to disallowed special token {tok!r}.\n"
-                    f"If you want this text to be encoded as a special token, pass it to `allowed_special`, e.g. "
-                    f"`allowed_special={{{tok!r}, ...}}`.\nIf you want this text to be encoded as normal text, "
-                    f"disable the check for this token by passing `disallowed_special=(enc.special_tokens_set - "
-                    f"{{{tok!r}}})`.\nTo disable this check for all special tokens, pass `disallowed_special=()`.")
+            tok = self._special_order[k] if k >= 0 else None
+        if tok is not None:
+            raise ValueError(
+                f"Encountered text corresponding to disallowed special token {tok!r}.\n"
+                f"If you want this text to be encoded as a special token, pass it to `allowed_special`, e.g. "
+                f"`allowed_special={{{tok!r}, ...}}`.\nIf you want this text to be encoded as normal text, "
+                f"disable the check for this token by passing `disallowed_special=(enc.special_tokens_set - "
+                f"{{{tok!r}}})`.\nTo disable this check for all special tokens, pass `disallowed_special=()`.")
 
     # -- custom-regex path --------------------------------------------------------------------
     def _custom_encode(self, text: str, allowed: list[bool]) -> list[int]:
@@ -399,10 +426,14 @@ class Tokenizer:
         """Token ids of ``text`` with tiktoken's special-token rules.
 
         Special-token text raises ValueError unless allowed (then it encodes as its id) or excluded
-        from ``disallowed_special`` (then it encodes as ordinary text).
+        from ``disallowed_special`` (then it encodes as ordinary text). An explicit
+        ``disallowed_special`` set raises on any of its strings, special tokens or not (tiktoken's
+        rule). Where allowed special tokens overlap at one position ("ab" and "a"), the longest
+        wins: "ab" encodes as the id of "ab" (tiktoken takes the first in its regex alternation,
+        which depends on set order).
         """
-        allowed, disallowed = self._masks(allowed_special, disallowed_special)
-        self._check_disallowed(text, disallowed)
+        allowed, disallowed, extra = self._masks(allowed_special, disallowed_special)
+        self._check_disallowed(text, disallowed, extra)
         if self._rx is not None:
             return self._custom_encode(text, allowed)
         return self._bpe.encode(text, allowed)
@@ -416,8 +447,8 @@ class Tokenizer:
     def encode_to_numpy(self, text: str, *, allowed_special: Literal["all"] | Collection[str] = frozenset(),
                         disallowed_special: Literal["all"] | Collection[str] = "all") -> np.ndarray:
         """Like encode, as a uint32 array."""
-        allowed, disallowed = self._masks(allowed_special, disallowed_special)
-        self._check_disallowed(text, disallowed)
+        allowed, disallowed, extra = self._masks(allowed_special, disallowed_special)
+        self._check_disallowed(text, disallowed, extra)
         if self._rx is not None:
             return np.asarray(self._custom_encode(text, allowed), dtype=np.uint32)
         return self._bpe.encode_numpy(text, allowed)
@@ -425,8 +456,8 @@ class Tokenizer:
     def count(self, text: str, *, allowed_special: Literal["all"] | Collection[str] = frozenset(),
               disallowed_special: Literal["all"] | Collection[str] = "all") -> int:
         """Number of tokens ``encode`` would return, without building the list."""
-        allowed, disallowed = self._masks(allowed_special, disallowed_special)
-        self._check_disallowed(text, disallowed)
+        allowed, disallowed, extra = self._masks(allowed_special, disallowed_special)
+        self._check_disallowed(text, disallowed, extra)
         if self._rx is not None:
             return len(self._custom_encode(text, allowed))
         return int(self._bpe.count(text, allowed))
@@ -435,8 +466,13 @@ class Tokenizer:
                      num_threads: int = 0) -> list[bool]:
         if isinstance(texts, str):
             raise TypeError("texts must be a sequence of str, not a str")
-        allowed, disallowed = self._masks(allowed_special, disallowed_special)
-        if any(disallowed):
+        allowed, disallowed, extra = self._masks(allowed_special, disallowed_special)
+        if extra is not None:  # strings that are not special tokens: a Python regex per text
+            for t in texts:
+                if not isinstance(t, str):
+                    raise TypeError(f"texts must contain str, got {type(t).__name__}")
+                self._check_disallowed(t, disallowed, extra)
+        elif any(disallowed):
             for t in texts:
                 if not isinstance(t, str):
                     raise TypeError(f"texts must contain str, got {type(t).__name__}")
@@ -536,18 +572,35 @@ class Tokenizer:
         write_tiktoken_ranks(path, self.mergeable_ranks())
 
     # -- our own format -----------------------------------------------------------------------
+    def _ranks_body(self) -> bytes:
+        return b"".join(base64.b64encode(b) + b" " + str(r).encode() + b"\n" for b, r in self._bpe.ranks())
+
+    def _content_header(self) -> dict[str, Any]:
+        return {"format": _FORMAT, "pattern": self._pattern,
+                "special_tokens": dict(sorted(self._special.items(), key=lambda kv: kv[1])),
+                "n_ranks": int(self._bpe.n_ranks), "unicode_version": _core.unicode_version}
+
     def _canonical(self) -> bytes:
-        body = b"".join(base64.b64encode(b) + b" " + str(r).encode() + b"\n" for b, r in self._bpe.ranks())
-        header = {"format": _FORMAT, "version": _FORMAT_VERSION, "pattern": self._pattern,
-                  "special_tokens": dict(sorted(self._special.items(), key=lambda kv: kv[1])),
-                  "n_ranks": int(self._bpe.n_ranks), "ranks_sha256": hashlib.sha256(body).hexdigest(),
-                  "unicode_version": _core.unicode_version}
+        """The saved form (format version 2): magic line, JSON header, ranks. The header's
+        ``sha256`` covers the header's other fields and the ranks (see _v2_digest)."""
+        body = self._ranks_body()
+        header = self._content_header() | {"version": _FORMAT_VERSION}
+        header["sha256"] = _v2_digest(header, body)
         return f"{_FORMAT} {_FORMAT_VERSION}\n".encode() + json.dumps(header, sort_keys=True).encode() + b"\n" + body
 
+    def _canonical_v1(self) -> bytes:
+        """The version-1 form: its checksum covers the ranks only. ``hash()`` is defined on it, so
+        a tokenizer's hash (recorded in shards, manifests and checkpoints) does not change with
+        the file format."""
+        body = self._ranks_body()
+        header = self._content_header() | {"version": 1, "ranks_sha256": hashlib.sha256(body).hexdigest()}
+        return f"{_FORMAT} 1\n".encode() + json.dumps(header, sort_keys=True).encode() + b"\n" + body
+
     def hash(self) -> str:
-        """Hex sha256 of the canonical saved form (what ``save`` writes)."""
+        """Hex sha256 of the tokenizer's content: pattern, special tokens, ranks, Unicode version
+        (the canonical version-1 form, so it does not depend on the file format version)."""
         if self._hash is None:
-            self._hash = hashlib.sha256(self._canonical()).hexdigest()
+            self._hash = hashlib.sha256(self._canonical_v1()).hexdigest()
         return self._hash
 
     def save(self, path: PathLike) -> None:
@@ -564,17 +617,49 @@ class Tokenizer:
             version = int(first.split()[1])
         except (IndexError, ValueError):
             raise ValueError(f"{where}: corrupt magic line {first[:60]!r}") from None
-        if version != _FORMAT_VERSION:
-            raise ValueError(f"{where}: tokenizer format version {version} is not supported (this homeforge reads {_FORMAT_VERSION})")
+        if version not in (1, _FORMAT_VERSION):
+            raise ValueError(f"{where}: tokenizer format version {version} is not supported "
+                             f"(this homeforge reads 1 and {_FORMAT_VERSION})")
         hline, sep, body = rest.partition(b"\n")
         try:
             header = json.loads(hline)
-            pattern, specials, n_ranks, digest = (header["pattern"], header["special_tokens"], int(header["n_ranks"]),
-                                                  header["ranks_sha256"])
-        except (ValueError, KeyError, TypeError):
-            raise ValueError(f"{where}: corrupt tokenizer header") from None
-        if not sep or hashlib.sha256(body).hexdigest() != digest:
-            raise ValueError(f"{where}: truncated or corrupt tokenizer file (checksum of the ranks does not match)")
+        except ValueError:
+            raise ValueError(f"{where}: corrupt tokenizer header (not JSON)") from None
+        if not isinstance(header, dict):
+            raise ValueError(f"{where}: corrupt tokenizer header (not a JSON object)")
+        sum_key = "sha256" if version >= 2 else "ranks_sha256"
+        want = {"format": str, "version": int, "pattern": str, "special_tokens": dict, "n_ranks": int,
+                "unicode_version": str, sum_key: str}
+        if set(header) != set(want):
+            raise ValueError(f"{where}: corrupt tokenizer header: fields {sorted(header)}, expected {sorted(want)}")
+        for key, typ in want.items():
+            if not isinstance(header[key], typ) or isinstance(header[key], bool):
+                raise ValueError(f"{where}: corrupt tokenizer header: {key!r} must be {typ.__name__}, "
+                                 f"got {type(header[key]).__name__}")
+        if header["format"] != _FORMAT or header["version"] != version:
+            raise ValueError(f"{where}: corrupt tokenizer header: format {header['format']!r} version "
+                             f"{header['version']} does not match the magic line")
+        specials = header["special_tokens"]
+        for t, i in specials.items():
+            if not isinstance(i, int) or isinstance(i, bool):
+                raise ValueError(f"{where}: corrupt tokenizer header: special token {t!r} has id {i!r}, not an int")
+        if not sep:
+            raise ValueError(f"{where}: truncated tokenizer file (no ranks)")
+        if version >= 2:
+            if _v2_digest(header, body) != header["sha256"]:
+                raise ValueError(f"{where}: truncated or corrupt tokenizer file (checksum of the header and ranks "
+                                 "does not match)")
+        else:
+            # Version 1's checksum covers the ranks only: the header is checked for what a valid
+            # file can hold. A pattern is a known name or a regex; a bare word is neither (it is
+            # what a corrupted name looks like: "o200j" would silently become a regex).
+            if hashlib.sha256(body).hexdigest() != header["ranks_sha256"]:
+                raise ValueError(f"{where}: truncated or corrupt tokenizer file (checksum of the ranks does not match)")
+            pat = header["pattern"]
+            if pat not in PATTERNS and re.fullmatch(r"\w+", pat):
+                raise ValueError(f"{where}: corrupt tokenizer header: pattern {pat!r} is not a known pattern name "
+                                 f"({', '.join(PATTERNS)}) and not a regex")
+        n_ranks = header["n_ranks"]
         lines = body.split(b"\n")
         if lines and lines[-1] == b"":
             lines.pop()
@@ -587,9 +672,10 @@ class Tokenizer:
                 ranks.append((base64.b64decode(a, validate=True), int(b)))
             except (ValueError, binascii.Error):
                 raise ValueError(f"{where}: corrupt rank line {i + 3}") from None
-        if not isinstance(specials, dict):
-            raise ValueError(f"{where}: corrupt special_tokens")
-        return cls(ranks, pattern, specials)
+        try:
+            return cls(ranks, header["pattern"], specials)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"{where}: corrupt tokenizer file: {e}") from None
 
     @classmethod
     def load(cls, path: PathLike) -> Tokenizer:
@@ -660,34 +746,106 @@ class Tokenizer:
     @classmethod
     def from_hf(cls, path: PathLike) -> Tokenizer:
         """Read a ByteLevel-BPE tokenizer.json. Token ids are taken as ranks (tiktoken's rule: the
-        merge order of GPT-2-style files); added tokens become special tokens."""
+        merge order of GPT-2-style files); added tokens become special tokens.
+
+        Only settings whose ids this tokenizer reproduces are accepted: no normalizer; a
+        pre-tokenizer that is ByteLevel (use_regex: the GPT-2 pattern) or a Split regex
+        ("Isolated") followed by ByteLevel without its regex; ``add_prefix_space`` false; a BPE
+        model without dropout, subword prefix or word suffix; added tokens without
+        lstrip/rstrip/single_word. Anything else raises ValueError naming the file and setting,
+        as does a malformed file.
+        """
         p = Path(path)
+
+        def bad(msg: str) -> ValueError:
+            return ValueError(f"{p}: {msg}")
+
         try:
             doc = json.loads(p.read_text(encoding="utf-8"))
-            model = doc["model"]
-        except (ValueError, KeyError, TypeError):
-            raise ValueError(f"{p}: not a tokenizer.json") from None
+        except (ValueError, UnicodeDecodeError):
+            raise bad("not a tokenizer.json (not JSON)") from None
+        if not isinstance(doc, dict) or not isinstance(doc.get("model"), dict):
+            raise bad("not a tokenizer.json (no \"model\" object)")
+        model = doc["model"]
         if model.get("type") != "BPE":
-            raise ValueError(f"{p}: model type {model.get('type')!r} is not BPE")
+            raise bad(f"model type {model.get('type')!r} is not BPE")
+        for key in ("dropout", "continuing_subword_prefix", "end_of_word_suffix"):
+            if model.get(key) not in (None, 0, 0.0, ""):
+                raise bad(f"model.{key} = {model[key]!r} is not supported (it changes the ids)")
+        if doc.get("normalizer") is not None:
+            norm = doc["normalizer"]
+            raise bad(f"normalizer {norm.get('type') if isinstance(norm, dict) else norm!r} is not supported "
+                      "(only files without a normalizer encode to the same ids here)")
+        vocab = model.get("vocab")
+        if not isinstance(vocab, dict):
+            raise bad(f"model.vocab must be an object token -> id, got {type(vocab).__name__}")
         dec = _unicode_to_byte()
         ranks: dict[bytes, int] = {}
-        for s, i in model["vocab"].items():
+        for tok_text, i in vocab.items():
+            if not isinstance(i, int) or isinstance(i, bool):
+                raise bad(f"model.vocab id of {tok_text!r} must be an int, got {i!r}")
             try:
-                ranks[bytes(dec[c] for c in s)] = int(i)
+                ranks[bytes(dec[c] for c in tok_text)] = i
             except KeyError:
-                raise ValueError(f"{p}: vocab entry {s!r} is not byte-level (GPT-2 byte-to-unicode)") from None
-        specials = {t["content"]: int(t["id"]) for t in doc.get("added_tokens", [])}
-        pattern = "gpt2"
-        pre = doc.get("pre_tokenizer") or {}
-        seq = pre.get("pretokenizers", [pre]) if pre.get("type") == "Sequence" else [pre]
-        for pt in seq:
-            if pt.get("type") == "Split":
-                rx = pt.get("pattern", {}).get("Regex") or re.escape(pt.get("pattern", {}).get("String", ""))
-                pattern = next((nm for nm, full in PATTERNS.items() if rx in (full, _hf_pattern(full))), rx)
+                raise bad(f"vocab entry {tok_text!r} is not byte-level (GPT-2 byte-to-unicode)") from None
+        added = doc.get("added_tokens") or []
+        if not isinstance(added, list):
+            raise bad(f"added_tokens must be a list, got {type(added).__name__}")
+        specials: dict[str, int] = {}
+        for k, t in enumerate(added):
+            if not isinstance(t, dict) or not isinstance(t.get("content"), str):
+                raise bad(f"added_tokens[{k}] has no \"content\" string")
+            i = t.get("id")
+            if not isinstance(i, int) or isinstance(i, bool):
+                raise bad(f"added_tokens[{k}] ({t['content']!r}) has id {i!r}, not an int")
+            for opt in ("lstrip", "rstrip", "single_word"):
+                if t.get(opt):
+                    raise bad(f"added token {t['content']!r} has {opt}=true, which is not supported")
+            specials[t["content"]] = i
+        pattern = cls._hf_pre_tokenizer(doc.get("pre_tokenizer"), bad)
         for t, i in specials.items():  # some files list added tokens in the vocab as well
             if ranks.get(t.encode()) == i:
                 del ranks[t.encode()]
-        return cls(ranks, pattern, specials)
+        try:
+            return cls(ranks, pattern, specials)
+        except (ValueError, TypeError) as e:
+            raise bad(str(e)) from None
+
+    @staticmethod
+    def _hf_pre_tokenizer(pre: Any, bad: Any) -> str:
+        """The pattern of a tokenizer.json pre_tokenizer that we reproduce exactly, else bad(...)."""
+        if pre is None:
+            raise bad("pre_tokenizer is null: the text would not be byte-mapped (not a ByteLevel BPE)")
+        if not isinstance(pre, dict):
+            raise bad(f"pre_tokenizer must be an object, got {type(pre).__name__}")
+        seq = pre.get("pretokenizers") if pre.get("type") == "Sequence" else [pre]
+        if not isinstance(seq, list) or not all(isinstance(x, dict) for x in seq):
+            raise bad("pre_tokenizer Sequence has no list of pretokenizers")
+        types = [x.get("type") for x in seq]
+        if types not in (["ByteLevel"], ["Split", "ByteLevel"]):
+            raise bad(f"pre_tokenizer {' + '.join(map(str, types))} is not supported "
+                      "(ByteLevel, or Split + ByteLevel)")
+        byte_level = seq[-1]
+        # HF's defaults when a key is missing: add_prefix_space true, use_regex true.
+        if byte_level.get("add_prefix_space", True):
+            raise bad("pre_tokenizer ByteLevel add_prefix_space=true is not supported (it prepends a space "
+                      "to every split piece, changing the ids)")
+        use_regex = byte_level.get("use_regex", True)
+        if len(seq) == 1:
+            if not use_regex:
+                raise bad("pre_tokenizer ByteLevel with use_regex=false and no Split would not split the text")
+            return "gpt2"  # ByteLevel's own regex is GPT-2's
+        split = seq[0]
+        if use_regex:
+            raise bad("pre_tokenizer Split followed by ByteLevel with use_regex=true (two regexes) is not supported")
+        if split.get("behavior") != "Isolated" or split.get("invert", False):
+            raise bad(f"pre_tokenizer Split behavior {split.get('behavior')!r} invert={split.get('invert')!r} "
+                      "is not supported (only Isolated, invert false)")
+        spec = split.get("pattern")
+        if not isinstance(spec, dict) or not isinstance(spec.get("Regex", spec.get("String")), str):
+            raise bad("pre_tokenizer Split has no Regex or String pattern")
+        rx = spec["Regex"] if "Regex" in spec else re.escape(spec["String"])
+        return next((nm for nm, full in PATTERNS.items() if rx in (full, _hf_pattern(full))), rx)
 
     # -- training -----------------------------------------------------------------------------
     @classmethod
@@ -698,13 +856,21 @@ class Tokenizer:
 
         ``inputs``: a path (str or PathLike), an iterable of PathLike (pathlib.Path), or an iterable
         of str documents. Files ending in .jsonl/.ndjson are read one JSON object per line, taking
-        ``jsonl_field``; other files are UTF-8 text. Input is streamed in batches of ``batch_bytes``;
-        memory grows with the distinct pre-tokens only. ``vocab_size`` counts the 256 bytes, the
+        ``jsonl_field``; other files are UTF-8 text. Input is streamed in batches of ``batch_bytes``
+        (an int >= 64); memory grows with the distinct pre-tokens only. Text files are cut into
+        blocks only where pre-tokenizing the blocks one by one gives the pieces of the whole text
+        (before a space after an ASCII letter, or after a newline between printable ASCII), so
+        training from a file equals training from its text as one str (proven for the named
+        patterns; a custom regex that lets a piece run across such a point sees it cut). A stretch of more than
+        ``4 * batch_bytes`` bytes with no such point (one long line of CJK text, say) is cut at a
+        UTF-8 character boundary instead, which can split one pre-token there and changes the
+        counts by that piece (the C++ trainer cuts the same way within a document after 4 MiB). ``vocab_size`` counts the 256 bytes, the
         merges and the special tokens (which get the last ids, in the order given). Merges stop early
         when the best pair occurs fewer than ``min_frequency`` times. Ties: see csrc/tokenizer/train.h
         (higher count, then the smaller pair in Hugging Face's byte order) -- the result does not
         depend on the number of threads.
         """
+        _batch_bytes(batch_bytes)
         special_tokens = list(special_tokens)
         if len(set(special_tokens)) != len(special_tokens):
             raise ValueError("special_tokens has duplicates")
@@ -739,7 +905,7 @@ class Tokenizer:
 
         batch: list[str] = []
         size = 0
-        for doc in _iter_documents(inputs, jsonl_field, batch_bytes):
+        for doc in _iter_documents(inputs, jsonl_field, batch_bytes, max_carry=4 * batch_bytes):
             batch.append(doc)
             size += len(doc)
             if size >= batch_bytes:
@@ -761,6 +927,17 @@ class Tokenizer:
         return cls(ranks, name or pattern, specials)
 
 
+@functools.lru_cache(maxsize=32)
+def _disallowed_regex(tokens: frozenset[str]) -> re.Pattern[str]:
+    """tiktoken's check for an explicit disallowed set: any of its strings (empty ones match
+    nothing here: no text contains an empty special token)."""
+    for t in tokens:
+        if not isinstance(t, str):
+            raise TypeError(f"disallowed_special must contain str, got {type(t).__name__}")
+    alts = sorted((t for t in tokens if t), key=lambda t: (-len(t), t))
+    return re.compile("|".join(map(re.escape, alts)) if alts else r"(?!)")
+
+
 def _int(x: Any) -> int:
     if isinstance(x, bool) or not isinstance(x, (int, np.integer)):
         raise TypeError(f"token id must be int, got {type(x).__name__}")
@@ -775,10 +952,31 @@ def _threads(num_threads: int | None) -> int:
     return num_threads
 
 
-_SAFE_CUT = re.compile(rb"[\x21-\x7e]\n(?=[\x21-\x2e\x30-\x7e])")
+_MIN_BATCH_BYTES = 64
 
 
-def _iter_file(path: Path, jsonl_field: str, block: int) -> Iterator[str]:
+def _batch_bytes(batch_bytes: Any, name: str = "batch_bytes") -> int:
+    """Validate a streaming block size (a read of 0 bytes would look like the end of the file)."""
+    if isinstance(batch_bytes, bool) or not isinstance(batch_bytes, int) or batch_bytes < _MIN_BATCH_BYTES:
+        raise ValueError(f"{name} must be an int >= {_MIN_BATCH_BYTES}, got {batch_bytes!r}")
+    return batch_bytes
+
+
+def _iter_file(path: Path, jsonl_field: str, block: int, max_carry: int | None = None) -> Iterator[str]:
+    """The text of a file in chunks: a jsonl record each, or blocks of about ``block`` bytes of a
+    text file, cut only where pre-tokenizing the chunks one by one gives the pieces of the whole
+    file (``_core.last_safe_split``, the rule the C++ batch encoder and trainer use: before a space
+    that follows an ASCII letter, or after a newline between printable ASCII characters).
+
+    A text with no such point (no ASCII letter before a space, no newline between printable ASCII:
+    say, one long line of CJK text) is read on until one comes, or to the end of the file, so
+    memory grows with the longest such stretch. ``max_carry`` caps that: past it the text is cut
+    anyway at a UTF-8 character boundary (training uses this; a forced cut can split one pre-token
+    in two). Encoding passes None: its ids must equal those of the whole text. The rule is proven
+    for the three named patterns only; a custom regex whose pieces can cross such a point may see
+    a piece cut there.
+    """
+    _batch_bytes(block)
     if not path.is_file():
         raise FileNotFoundError(f"training input not found: {path}")
     if path.suffix in (".jsonl", ".ndjson"):
@@ -800,45 +998,51 @@ def _iter_file(path: Path, jsonl_field: str, block: int) -> Iterator[str]:
                     yield val
                 offset += len(line)
         return
+
+    def emit(buf: bytearray, cut: int, offset: int) -> str:
+        try:
+            return bytes(buf[:cut]).decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: invalid UTF-8 at byte offset {offset + e.start}: {e.reason}") from None
+
     with open(path, "rb") as f:
-        carry = b""
-        offset = 0  # file offset of carry[0]
+        buf = bytearray()  # unread text; its first `checked` bytes hold no safe cut
+        checked = 0
+        offset = 0  # file offset of buf[0]
         while True:
             data = f.read(block)
-            buf = carry + data
             if not data:
-                cut = len(buf)
-            else:
-                # Cut where pre-tokenization of the halves equals that of the whole (train.h).
-                tail_start = max(0, len(buf) - (1 << 20))
-                last = None
-                for m in _SAFE_CUT.finditer(buf, tail_start):
-                    last = m
-                cut = last.end() if last else (len(buf) if len(buf) > 4 * block else 0)
-                if not last and cut:  # forced cut: at least never inside a UTF-8 sequence
-                    while 0 < cut < len(buf) and (buf[cut] & 0xC0) == 0x80:
-                        cut -= 1
-            if cut:
-                try:
-                    text = buf[:cut].decode("utf-8")
-                except UnicodeDecodeError as e:
-                    raise ValueError(f"{path}: invalid UTF-8 at byte offset {offset + e.start}: {e.reason}") from None
-                yield text
-            offset += cut
-            carry = buf[cut:]
-            if not data:
+                if buf:
+                    yield emit(buf, len(buf), offset)
                 return
+            buf += data
+            # The scan goes backward from the end and stops at the first safe point: a few bytes
+            # in prose or code. Bytes already scanned are not scanned again (a cut depends on
+            # buf[p-2:p+1] only), so a long stretch with no safe point costs O(its length).
+            cut = _core.last_safe_split(buf, checked)
+            if cut == len(buf):
+                if max_carry is None or len(buf) <= max_carry:
+                    checked = len(buf)
+                    continue
+                cut = len(buf) - 1  # forced cut: before a byte that starts a UTF-8 character
+                while cut > 0 and (buf[cut] & 0xC0) == 0x80:
+                    cut -= 1
+                cut = cut or len(buf)
+            yield emit(buf, cut, offset)
+            del buf[:cut]
+            offset += cut
+            checked = 0
 
 
-def _iter_documents(inputs: Any, jsonl_field: str, block: int) -> Iterator[str]:
+def _iter_documents(inputs: Any, jsonl_field: str, block: int, max_carry: int | None = None) -> Iterator[str]:
     if isinstance(inputs, (str, os.PathLike)):
-        yield from _iter_file(Path(inputs), jsonl_field, block)
+        yield from _iter_file(Path(inputs), jsonl_field, block, max_carry)
         return
     if isinstance(inputs, bytes):
         raise TypeError("inputs must be a path, an iterable of paths or an iterable of str, not bytes")
     for item in inputs:
         if isinstance(item, os.PathLike):
-            yield from _iter_file(Path(item), jsonl_field, block)
+            yield from _iter_file(Path(item), jsonl_field, block, max_carry)
         elif isinstance(item, str):
             yield item
         else:

@@ -93,7 +93,7 @@ static void test_safe_split_points_keep_the_pieces() {
   // Every cut safe_split_point offers must leave the pre-tokenizer pieces of the whole unchanged:
   // the pieces of s equal those of s[0, p) followed by those of s[p, n) shifted by p.
   std::mt19937 rng(11);
-  const char* frags[] = {"a", "Z", " ", "  ", "\t", "\n", "\r\n", "'s", "'", "7", ".", "\xc3\xa9", "\xcc\x81", "\xe4\xb8\xad", "\xc2\xa0"};
+  const char* frags[] = {"a", "Z", " ", "  ", "\t", "\n", "\r\n", "'s", "'", "7", ".", "\xc3\xa9", "\xcc\x81", "\xe4\xb8\xad", "\xc2\xa0", "/", "\r", "x\n/", ",\n7"};
   auto pieces = [](Pattern p, const std::string& t, size_t shift) {
     std::vector<std::pair<size_t, size_t>> out;
     for_each_piece(p, (const uint8_t*)t.data(), t.size(), [&](size_t b, size_t e) { out.emplace_back(b + shift, e + shift); });
@@ -107,6 +107,11 @@ static void test_safe_split_points_keep_the_pieces() {
     for (size_t from = 0; from < s.size(); ++from) {
       const size_t p = hf::tok::safe_split_point(u, s.size(), from);
       EXPECT(p >= from && p <= s.size());
+      // last_safe_split_point over [from, n) is the largest p with is_safe_split (or n).
+      size_t last = s.size();
+      for (size_t q = from; q < s.size(); ++q)
+        if (hf::tok::is_safe_split(u, s.size(), q)) last = q;
+      EXPECT(hf::tok::last_safe_split_point(u, s.size(), from) == last);
       if (p == s.size()) continue;
       ++cuts;
       for (Pattern pat : {Pattern::gpt2, Pattern::cl100k, Pattern::o200k}) {
