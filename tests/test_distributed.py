@@ -233,6 +233,54 @@ def test_hung_rank_aborts_with_clear_message(tmp_path):
 
 
 @needs_mpi
+def test_rank_late_to_the_first_collective_aborts_within_timeout(tmp_path):
+    # threads=None (the default) sizes the thread pool with a blocking collective; the timed
+    # broadcast must come first, or a rank that never arrives hangs the job.
+    t0 = time.monotonic()
+    p = launch(tmp_path, {"dist": {**DDP, "timeout_s": 3}, "late_rank": 1, "late_s": 60}, expect_ok=False, timeout=80)
+    assert p.returncode != 0
+    assert time.monotonic() - t0 < 40
+    assert "initial parameter broadcast" in p.stderr, p.stderr[-2000:]
+
+
+@needs_mpi
+@pytest.mark.parametrize("mode", ["ddp", "zero1"])
+def test_straggler_is_the_rank_that_computes_slowly(tmp_path, mode):
+    # Step times include the wait for the slowest rank, so every rank looked as slow as it; the
+    # report must name the rank whose own compute lags.
+    launch(tmp_path, {"dist": {**DDP, "mode": mode}, "steps": 3, "slow_rank": 1, "slow_s": 0.3})
+    r0, _ = results(tmp_path, 2)
+    assert r0["slowest"].tolist() == [1, 1, 1]
+
+
+@needs_mpi
+def test_ranks_with_different_micro_batch_counts_are_refused(tmp_path):
+    p = launch(tmp_path, {"dist": DDP, "steps": 2, "extra_micro_rank": 1}, expect_ok=False)
+    assert p.returncode != 0
+    assert "different numbers of micro-batches ([2, 4], by rank)" in p.stderr, p.stderr[-2000:]
+
+
+def test_dist_config_refuses_settings_that_would_be_ignored_or_unbounded():
+    from homeforge.distributed import DistConfig
+
+    for bad, key in [({"mode": "ddp", "wire_dtype": "bf16"}, "wire_dtype"), ({"mode": "zero1", "inner_optimizer": "sgd"},
+                     "inner_optimizer"), ({"outer_momentum": 1.0}, "outer_momentum"), ({"timeout_s": float("inf")}, "finite")]:
+        with pytest.raises(ValueError, match=key):
+            DistConfig.from_any(bad)
+
+
+def test_too_many_buckets_are_refused_and_the_checksum_is_quiet():
+    pytest.importorskip("mpi4py")
+    from homeforge import distributed as hd
+
+    model = build_model(BASE)
+    with pytest.raises(ValueError, match="at most 4096 are allowed"):
+        hd.make_strategy({"mode": "ddp", "bucket_mb": 1e-6, "threads": 0}, model)
+    st = hd.make_strategy({"mode": "ddp", "threads": 0}, model)
+    st.checksum()  # wraps modulo 2**64 on purpose: no overflow warning (warnings are errors here)
+
+
+@needs_mpi
 def test_validator_names_the_drifting_rank(tmp_path):
     p = launch(tmp_path, {"dist": {**DDP, "checksum_every": 1}, "steps": 4, "drift_rank": 1, "drift_step": 1},
                expect_ok=False)

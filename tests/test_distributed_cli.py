@@ -118,3 +118,20 @@ def test_mpirun_train_then_resume_on_one_process(prepared):
     for s in (4, 5, 6):
         assert abs(a[s] - b[s]) < 1e-4 * abs(a[s]), (s, a[s], b[s])
     assert a[6] < a[1]  # it trained
+
+
+def test_an_error_on_one_rank_ends_the_cli_job_promptly(prepared):
+    """The CLI prints a rank's error and returns 2; under mpirun it must also end the job, not leave
+    the other ranks waiting until timeout_s (60 s here) and then blame a dead peer."""
+    import time
+
+    out = prepared / "ckfail"
+    out.mkdir()
+    (out / "checkpoints").write_text("a file where the checkpoints directory goes")  # rank 0 cannot save
+    cmd = [MPIRUN, "--allow-run-as-root", "--oversubscribe", "-np", "2", sys.executable, "-m", "homeforge", "train",
+           "--config", str(_config(prepared)), "--set", f"train.out_dir='{out}'"]
+    t0 = time.monotonic()
+    p = subprocess.run(cmd, env=mpi_env(), capture_output=True, text=True, timeout=180)
+    assert p.returncode != 0
+    assert time.monotonic() - t0 < 40, p.stderr[-2000:]
+    assert "homeforge: error:" in p.stderr and "aborting the MPI job" in p.stderr, p.stderr[-2000:]

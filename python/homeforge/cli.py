@@ -257,6 +257,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     except (ValueError, TypeError, FileNotFoundError, OSError, ImportError, FloatingPointError) as e:
         print(f"homeforge: error: {e}", file=sys.stderr)
+        from .distributed import abort_job_if_distributed
+
+        abort_job_if_distributed(2)  # under mpirun the other ranks would wait for this one until timeout_s
         return 2
     except KeyboardInterrupt:
         print("homeforge: interrupted", file=sys.stderr)

@@ -50,8 +50,9 @@ Validator: every ``checksum_every`` steps the ranks allgather a float64 sum and 
 the parameters (the anchor in DiLoCo) and raise naming the ranks that differ from rank 0. Non-finite
 gradients are detected before they are applied (global gradient norm, plus each rank's own loss to
 name the rank) and either skipped or aborted (``nonfinite``), logged on logger
-``homeforge.distributed``. Per-rank step times are gathered every step (a 32-byte allgather, which
-also carries the loss) and the slowest rank is reported and logged when it lags.
+``homeforge.distributed``. Per-rank times are gathered on every step that communicates (a 48-byte
+allgather, which also carries the loss and the micro-batch count): each rank's compute time, which
+stops before it waits for the others and so names the rank that lags, and its whole step time.
 
 Faults: every collective is nonblocking and polled against a deadline (``timeout_s``); when a peer is
 dead or hung the waiting rank prints which collective at which step timed out and calls
@@ -76,7 +77,7 @@ checksum_every            steps between parameter checksums (default 100; 0 disa
 nonfinite                 "skip" (default) | "abort"
 timeout_s                 seconds any collective may wait before the job is aborted (default 300)
 threads                   threads per rank; None = cores on host / ranks on host; 0 = leave as is
-straggler_ratio           log a straggler when the slowest rank's step time exceeds the median by
+straggler_ratio           log a straggler when the slowest rank's compute time exceeds the median by
                           this factor (default 1.5)
 lr, betas, eps,           optimizer hyperparameters, with LocalStrategy's defaults (1e-3, (0.9, 0.95),
 weight_decay,             1e-8, 0.1, 1.0; max_grad_norm None turns clipping off): AdamW, with weight
@@ -201,7 +202,7 @@ class DistConfig:
             if isinstance(v, bool) or not isinstance(v, ok_types):
                 raise TypeError(f"distributed config key {name!r} must be {'an int' if integer else 'a number'}, got {type(v).__name__}")
             if not math.isfinite(v) or (positive and v <= 0) or (nonneg and v < 0):
-                raise ValueError(f"distributed config key {name!r} must be {'> 0' if positive else '>= 0'}, got {v}")
+                raise ValueError(f"distributed config key {name!r} must be finite and {'> 0' if positive else '>= 0'}, got {v}")
             if not integer:
                 setattr(self, name, float(v))
 
@@ -218,6 +219,8 @@ class DistConfig:
         num("diloco_h", positive=True, integer=True)
         num("outer_lr", positive=True)
         num("outer_momentum", nonneg=True)
+        if self.outer_momentum >= 1:
+            raise ValueError(f"distributed config key 'outer_momentum' must be in [0, 1), got {self.outer_momentum}")
         num("checksum_every", nonneg=True, integer=True)
         num("timeout_s", positive=True)
         num("threads", nonneg=True, integer=True, optional=True)
@@ -229,6 +232,11 @@ class DistConfig:
         for name in ("overlap", "outer_nesterov"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"distributed config key {name!r} must be a bool, got {type(getattr(self, name)).__name__}")
+        if self.mode != "diloco":  # they change what DiLoCo does; elsewhere they would be silently ignored
+            for name, default in (("wire_dtype", "f32"), ("inner_optimizer", "adamw")):
+                if getattr(self, name) != default:
+                    raise ValueError(f"distributed config key {name!r}={getattr(self, name)!r} applies to mode 'diloco' "
+                                     f"only (mode is {self.mode!r})")
         b = self.betas
         if not isinstance(b, (tuple, list)) or len(b) != 2 or not all(isinstance(x, (int, float)) and 0 <= x < 1 for x in b):
             raise ValueError(f"distributed config key 'betas' must be two numbers in [0, 1), got {b!r}")
@@ -277,6 +285,18 @@ def find_mpirun() -> str | None:
 def _bucket_elements(bucket_mb: float) -> int:
     """f32 gradient elements in one bucket of bucket_mb MiB (at least 1)."""
     return max(1, int(bucket_mb * (1 << 20)) // 4)
+
+
+_MAX_BUCKETS = 4096
+
+
+def _check_bucket_count(count: int, bucket_mb: float, n: int) -> None:
+    """Progress polls every outstanding request, so its cost grows with the bucket count; past a few
+    thousand buckets a step slows until the timeout reads it as a dead peer. Refuse instead."""
+    if count > _MAX_BUCKETS:
+        least = 4.0 * n / _MAX_BUCKETS / (1 << 20)
+        raise ValueError(f"bucket_mb={bucket_mb} cuts the {n}-element gradient into {count} buckets; at most "
+                         f"{_MAX_BUCKETS} are allowed (bucket_mb >= {least:.3g} for this model)")
 
 
 def _chunks(n: int) -> list[tuple[int, int]]:
@@ -471,6 +491,18 @@ def _accumulate(model: Any, micro: Sequence) -> tuple[float, int]:
     return sum(losses), tokens
 
 
+def abort_job_if_distributed(code: int) -> None:
+    """End the whole MPI job when this rank has failed with an error it reported itself (the CLI
+    catches errors to print them): the other ranks would otherwise wait in their next collective
+    until timeout_s and then blame a dead peer. No-op outside a multi-rank job."""
+    MPI = sys.modules.get("mpi4py.MPI")
+    if MPI is None or not MPI.Is_initialized() or MPI.Is_finalized() or MPI.COMM_WORLD.Get_size() < 2:
+        return
+    sys.stderr.write(f"homeforge.distributed: rank {MPI.COMM_WORLD.Get_rank()} failed; aborting the MPI job\n")
+    sys.stderr.flush()
+    MPI.COMM_WORLD.Abort(code)
+
+
 def _install_abort_on_exception(comm: Any) -> None:
     """An uncaught exception on one rank would leave the others waiting: abort the job instead."""
     if getattr(sys.excepthook, "_homeforge_mpi", False):
@@ -613,14 +645,6 @@ class _Strategy:
         self.world_size = self.c.size
         if self.world_size > 1:
             _install_abort_on_exception(raw)
-        if cfg.threads is None:
-            import homeforge  # noqa: PLC0415
-
-            homeforge.set_num_threads(_default_threads(raw))
-        elif cfg.threads > 0:
-            import homeforge  # noqa: PLC0415
-
-            homeforge.set_num_threads(cfg.threads)
         self.flat_p = _flat(model.flat_params(), "flat_params")
         self.flat_g = _flat(model.flat_grads(), "flat_grads")
         if self.flat_p.size != self.flat_g.size:
@@ -633,7 +657,17 @@ class _Strategy:
         self.step_count = 0
         self.skipped_steps = 0
         self.rank_time_total = np.zeros(self.world_size)
+        # The first collective is the timed broadcast, so a rank that never arrives ends the job
+        # after timeout_s; the thread-count split below is a blocking collective.
         self.c.bcast(self.flat_p, "the initial parameter broadcast")
+        if cfg.threads is None:
+            import homeforge  # noqa: PLC0415
+
+            homeforge.set_num_threads(_default_threads(raw))
+        elif cfg.threads > 0:
+            import homeforge  # noqa: PLC0415
+
+            homeforge.set_num_threads(cfg.threads)
 
     # ---- interface shared with LocalStrategy
     def is_main(self) -> bool:
@@ -662,10 +696,23 @@ class _Strategy:
             raise ValueError("train_step: batches must be a non-empty list of (tokens, targets) micro-batches")
         return list(batches)
 
-    def _stats(self, loss_sum: float, n_micro: int, tokens: int, t_local: float, extra: float = 0.0) -> np.ndarray:
-        """Allgather [mean loss, tokens, step seconds, extra] of every rank: (world, 4) float64."""
-        mine = np.array([loss_sum / n_micro, float(tokens), t_local, extra], dtype=np.float64)
+    def _stats(self, loss_sum: float, n_micro: int, tokens: int, t_step: float, extra: float = 0.0,
+               t_compute: float | None = None) -> np.ndarray:
+        """Allgather [mean loss, tokens, step seconds, extra, compute seconds, micro-batches] of every
+        rank: (world, 6) float64. Compute seconds stop before the rank waits for others, so they name
+        a straggler; step seconds include the wait, which makes every rank as slow as the slowest."""
+        mine = np.array([loss_sum / n_micro, float(tokens), t_step, extra,
+                         t_step if t_compute is None else t_compute, float(n_micro)], dtype=np.float64)
         return self.c.allgather(mine, "the per-step stats allgather")
+
+    def _check_micro_counts(self, stats: np.ndarray) -> None:
+        """Every rank must pass the same number of micro-batches: the gradient average weighs ranks
+        alike, so uneven counts would train different replicas. Same gathered data on every rank,
+        so every rank raises together."""
+        counts = stats[:, 5].astype(np.int64)
+        if np.any(counts != counts[0]):
+            raise ValueError(f"step {self.step_count}: ranks passed different numbers of micro-batches "
+                             f"({counts.tolist()}, by rank); every rank must pass the same number")
 
     def _step_report(self, stats: np.ndarray, grad_norm: float, skipped: bool, bytes_before: float, wait: float,
                      backward_end_s: float, t0: float, **extra: Any) -> dict:
@@ -681,24 +728,26 @@ class _Strategy:
             **extra,
             "step_time_s": time.perf_counter() - t0,
         }
-        out.update(self._report_times(stats[:, 2]))
+        out.update(self._report_times(stats))
         return out
 
-    def _report_times(self, times: np.ndarray) -> dict:
-        """Per-rank step times (gathered every step): flag stragglers, log the per-rank means."""
-        self.rank_time_total += times
+    def _report_times(self, stats: np.ndarray) -> dict:
+        """Per-rank times (gathered on every step that communicates): flag the rank whose compute
+        is slowest against the median, log the per-rank mean compute times."""
+        times, compute = stats[:, 2], stats[:, 4]
+        self.rank_time_total += compute
         self._timed_steps = getattr(self, "_timed_steps", 0) + 1
-        slow = int(np.argmax(times))
-        med = float(np.median(times))
-        if self.world_size > 1 and med > 0 and times[slow] > self.cfg.straggler_ratio * med and self.is_main():
-            log.warning("step %d: straggler rank %d took %.4f s, median %.4f s (per-rank: %s)", self.step_count, slow,
-                        times[slow], med, np.array2string(times, precision=4))
+        slow = int(np.argmax(compute))
+        med = float(np.median(compute))
+        if self.world_size > 1 and med > 0 and compute[slow] > self.cfg.straggler_ratio * med and self.is_main():
+            log.warning("step %d: straggler rank %d computed for %.4f s, median %.4f s (per-rank: %s)", self.step_count,
+                        slow, compute[slow], med, np.array2string(compute, precision=4))
         k = self.cfg.checksum_every or 100
         if self.is_main() and self._timed_steps % k == 0:
-            log.info("step %d: mean step time per rank over %d steps: %s s", self.step_count, self._timed_steps,
+            log.info("step %d: mean compute time per rank over %d steps: %s s", self.step_count, self._timed_steps,
                      np.array2string(self.rank_time_total / self._timed_steps, precision=4))
-        return {"step_time_max": float(times[slow]), "step_time_min": float(times.min()), "slowest_rank": slow,
-                "rank_step_times": [float(t) for t in times]}
+        return {"step_time_max": float(times.max()), "step_time_min": float(times.min()), "slowest_rank": slow,
+                "rank_step_times": [float(t) for t in times], "rank_compute_times": [float(t) for t in compute]}
 
     def _nonfinite(self, losses: np.ndarray, what: str) -> bool:
         """Apply the non-finite policy; returns True when the step must be skipped."""
@@ -724,8 +773,9 @@ class _Strategy:
         stride = max(1, p.size // 65536)
         bits = p[::stride].view(np.uint32).astype(np.uint64)
         idx = np.arange(bits.size, dtype=np.uint64)
-        h = np.bitwise_xor.reduce((bits * np.uint64(0x9E3779B97F4A7C15)) ^ (idx * np.uint64(0xBF58476D1CE4E5B9))) if bits.size else np.uint64(0)
-        h = np.uint64(h) + np.uint64(np.sum(bits * (idx | np.uint64(1)), dtype=np.uint64))
+        with np.errstate(over="ignore"):  # the hash wraps modulo 2**64 by design
+            h = np.bitwise_xor.reduce((bits * np.uint64(0x9E3779B97F4A7C15)) ^ (idx * np.uint64(0xBF58476D1CE4E5B9))) if bits.size else np.uint64(0)
+            h = np.uint64(h) + np.uint64(np.sum(bits * (idx | np.uint64(1)), dtype=np.uint64))
         return self.c.allgather(np.array([s, h], dtype=np.uint64), "the parameter checksum allgather")
 
     def validate(self, arr: np.ndarray | None = None) -> None:
@@ -806,6 +856,7 @@ class DDPStrategy(_Strategy):
         self.opt = self._full_model_optimizer()
         be = _bucket_elements(cfg.bucket_mb)
         self.buckets = [(a, min(a + be, self.n)) for a in range(0, self.n, be)]
+        _check_bucket_count(len(self.buckets), cfg.bucket_mb, self.n)
         self._overlap = _OverlappedBuckets(self.c, self.buckets, lambda a, b: self.c.iallreduce_sum(self.flat_g[a:b]))
 
     def train_step(self, batches: Sequence, lr: float) -> dict:
@@ -820,7 +871,8 @@ class DDPStrategy(_Strategy):
             self._overlap.launch_rest()
         wait = self.c.wait(self._overlap.reqs, "the gradient allreduce")
         t_comm_end = time.perf_counter()
-        stats = self._stats(loss_sum, len(micro), tokens, t_comm_end - t0)
+        stats = self._stats(loss_sum, len(micro), tokens, t_comm_end - t0, t_compute=t_bwd_end - t0)
+        self._check_micro_counts(stats)
         scale = 1.0 / (self.world_size * len(micro))
         # Non-finite check before applying: the summed gradient is identical on every rank, so every
         # rank reaches the same decision; the gathered losses name the rank that produced it.
@@ -864,6 +916,7 @@ class Zero1Strategy(_Strategy):
         be = _bucket_elements(cfg.bucket_mb)
         owned = [(r, a, min(a + be, hi)) for r, (lo, hi) in enumerate(self.bounds) for a in range(lo, hi, be)]
         self.buckets = [(a, b) for _, a, b in owned]
+        _check_bucket_count(len(self.buckets), cfg.bucket_mb, self.n)
         self._owner = {a: r for r, a, _ in owned}
         self._overlap = _OverlappedBuckets(self.c, self.buckets, self._ireduce_to_owner)
 
@@ -900,7 +953,8 @@ class Zero1Strategy(_Strategy):
         wait = self._reduce_scatter()
         scale = 1.0 / (self.world_size * len(micro))
         local_sq = float(self.opt.grad_sq_norm()) if self.opt is not None else 0.0
-        stats = self._stats(loss_sum, len(micro), tokens, time.perf_counter() - t0, local_sq)
+        stats = self._stats(loss_sum, len(micro), tokens, time.perf_counter() - t0, local_sq, t_compute=t_bwd - t0)
+        self._check_micro_counts(stats)
         raw_sq = float(np.sum(stats[:, 3]))  # the allreduce of squared shard norms rides on the stats gather
         skipped = False
         if not math.isfinite(raw_sq):
@@ -1070,10 +1124,11 @@ class DiLoCoStrategy(_Strategy):
         wait, synced = 0.0, False
         out: dict[str, Any] = {}
         if self.inner_count >= self.cfg.diloco_h:
+            t_compute = time.perf_counter() - t0
             wait = self._sync()
             synced = True
-            stats = self._stats(loss_sum, len(micro), tokens, time.perf_counter() - t0)
-            out.update(self._report_times(stats[:, 2]))
+            stats = self._stats(loss_sum, len(micro), tokens, time.perf_counter() - t0, t_compute=t_compute)
+            out.update(self._report_times(stats))
             loss = float(np.mean(stats[:, 0]))
             ntok = int(stats[:, 1].sum())
         else:

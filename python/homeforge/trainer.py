@@ -18,7 +18,8 @@ in 0.3 s). The first console line states the peak used.
 
 Resume (``fit(resume=...)``, ``homeforge train --resume``) restores the parameters, the optimizer
 state, the data position, the RNG and the step, so N steps + resume + N steps gives bit for bit the
-parameters of 2N uninterrupted steps. The global batch (``batch_size x grad_accum x world_size``)
+parameters of 2N uninterrupted steps (in one process and under ddp or zero1; DiLoCo's resume is
+close but not exact, see docs/distributed.md). The global batch (``batch_size x grad_accum x world_size``)
 and the keys of :data:`homeforge.config.RESUME_FIXED` (data seed and shuffle, optimizer betas, eps,
 weight_decay) must keep their saved values (ValueError naming them otherwise); other keys (lr,
 max_grad_norm, steps, ...) take the new value.
