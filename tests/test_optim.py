@@ -498,7 +498,7 @@ def test_stochastic_rounding_counter_across_2_32_boundary():
     key = 0x1234567
     expect_master = master + np.float32(-0.1) * g.view(BF16).astype(np.float32)
     plan.step([(0.1, 0.0, 0.0, 0.0, 0.0, False)], 1.0, True, key, False)
-    assert np.array_equal(master, expect_master) and steps[0] == 1
+    assert np.array_equal(master, expect_master) and steps[0] == 0  # SGD counts momentum steps only
     bits = expect_master.view(np.uint32)
     for i in range(n):
         idx = base + i
@@ -515,3 +515,35 @@ def test_sgd_without_momentum_keeps_no_buffer():
     opt.param_groups[0]["momentum"] = 0.9  # turning momentum on later needs a new optimizer
     with pytest.raises(ValueError, match="without a momentum buffer"):
         opt.step()
+
+
+def test_sgd_momentum_switched_on_later_matches_torch():
+    """torch starts the buffer at the first step WITH momentum (undamped), whatever came before."""
+    q, g = np.ones(3, np.float32), np.ones(3, np.float32)
+    opt2 = SGD([q], [g], lr=0.1, momentum=0.9, dampening=0.5)  # built with a buffer
+    w = torch.nn.Parameter(torch.ones(3))
+    ref = torch.optim.SGD([w], lr=0.1, momentum=0.0, dampening=0.5)
+    w.grad = torch.ones(3)
+    for t in range(4):
+        mom = 0.0 if t < 2 else 0.9
+        opt2.param_groups[0]["momentum"] = mom
+        ref.param_groups[0]["momentum"] = mom
+        opt2.step()
+        ref.step()
+        np.testing.assert_allclose(q, w.detach().numpy(), rtol=1e-6)
+    np.testing.assert_allclose(opt2.state_dict()["state"]["exp_avg"], ref.state[w]["momentum_buffer"].numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("sr", [False, True])
+def test_bf16_param_edited_in_place_reseeds_master(sr):
+    """An in-place edit of a bf16 param after a step is what the next step starts from (as for
+    float32 params and torch): the master follows the edited param instead of overwriting it."""
+    p, g = np.ones(40, np.float32).astype(BF16), np.full(40, 0.5, np.float32).astype(BF16)
+    opt = AdamW([p], [g], lr=0.01, weight_decay=0.0, stochastic_rounding=sr)
+    opt.step()
+    p[:20] = BF16(5.0)
+    opt.step()
+    # AdamW's second step with a constant gradient moves by lr (to 1 ulp of bf16 at 5: 0.03125)
+    np.testing.assert_allclose(p[:20].astype(np.float64), 5.0 - 0.01, atol=0.032)
+    np.testing.assert_allclose(p[20:].astype(np.float64), 1.0 - 0.02, atol=0.008)
+    np.testing.assert_allclose(opt.state_dict()["state"]["master"][:20], 5.0 - 0.01, rtol=1e-6)

@@ -66,9 +66,26 @@ class _FusedTorchOptimizer(torch.optim.Optimizer):
         return [p for g in self.param_groups for p in g["params"]]
 
     def _signature(self) -> list[int]:
-        # Identity of the parameter list (ids only: cheap for 10,000 params). A parameter whose
-        # .data is replaced by a new tensor object keeps its id; call _build() after doing that.
+        # Identity of the parameter list (ids only: cheap for 10,000 params). Storage moves of the
+        # same parameter objects (p.data = ..., share_memory_()) are caught by _memory() below.
         return list(map(id, self._params()))
+
+    def _memory(self, params: list[torch.Tensor]) -> list[int]:
+        """The addresses the plan writes through: every param and every installed state tensor.
+
+        Checked on every step (one data_ptr() per tensor, a few microseconds per hundred
+        parameters): ``p.data = ...``, ``p.share_memory_()`` or a state tensor replaced by the
+        user move memory under the plan, which must then be rebuilt, never written through.
+        """
+        out = [p.data_ptr() for p in params]
+        names = self._state_names
+        for p in params:
+            st = self.state.get(p)
+            if st:
+                out += [t.data_ptr() if isinstance(t, torch.Tensor) else -1 for t in map(st.get, names)]
+            else:
+                out.append(-1)
+        return out
 
     def _build(self) -> None:
         """(Re)build the flat buffers and the segment table; existing per-param state is copied in."""
@@ -107,10 +124,15 @@ class _FusedTorchOptimizer(torch.optim.Optimizer):
         self._steps_f32[:] = self._steps
         self._plan = _core._OptimPlan(self._algo, views, group_of, self._m, self._v, self._master, self._steps, 0)
         self._grad_cache: list[Any] = [None] * len(params)
+        self._grad_ptrs: list[int] = [0] * len(params)
         self._grad_views: list[Any] = [None] * len(params)
         self._initialized = [bool(x) for x in self._steps]
-        self._ptrs = [p.data_ptr() for p in params]
         self._sig = self._signature()
+        self._mem = self._memory(params)
+
+    @property
+    def _state_names(self) -> tuple[str, ...]:
+        return tuple(k for k, _ in self._buffers())
 
     def _buffers(self) -> list[tuple[str, np.ndarray]]:
         out = [("exp_avg" if self._algo != "sgd" else "momentum_buffer", self._m)]
@@ -163,7 +185,9 @@ class _FusedTorchOptimizer(torch.optim.Optimizer):
         if self._plan is None or self._sig != self._signature():
             self._build()
         params = self._params()
-        cache, views, init = self._grad_cache, self._grad_views, self._initialized
+        if self._memory(params) != self._mem:  # a param or state tensor moved: re-point, keep the state
+            self._build()
+        cache, gptrs, views, init = self._grad_cache, self._grad_ptrs, self._grad_views, self._initialized
         fresh: list[int] = []
         any_grad = False
         for i, g in enumerate([p.grad for p in params]):
@@ -171,18 +195,16 @@ class _FusedTorchOptimizer(torch.optim.Optimizer):
                 views[i] = None
                 continue
             any_grad = True
-            if cache[i] is not g:  # a new grad tensor (zero_grad(set_to_none=True) makes one each step)
+            gp = g.data_ptr()
+            # A new grad tensor (zero_grad(set_to_none=True) makes one each step), or the same one
+            # whose storage moved (g.data = ..., share_memory_()): view it afresh.
+            if cache[i] is not g or gptrs[i] != gp or views[i] is None:
                 p = params[i]
-                if p.data_ptr() != self._ptrs[i]:  # p.data was replaced: re-point the plan, keep the state
-                    self._build()
-                    return self._step(max_grad_norm, grad_scale, grad_norm, skip_nonfinite)
                 if g.dtype != p.dtype or g.shape != p.shape:
                     raise ValueError(f"param {i}: grad has dtype {g.dtype} shape {tuple(g.shape)}, "
                                      f"param has {p.dtype} {tuple(p.shape)}")
                 views[i] = _np_view(g, f"grad of param {i}")
-                cache[i] = g
-            elif views[i] is None:
-                views[i] = _np_view(g, f"grad of param {i}")
+                cache[i], gptrs[i] = g, gp
             if not init[i]:
                 fresh.append(i)
         if not any_grad:
@@ -199,7 +221,9 @@ class _FusedTorchOptimizer(torch.optim.Optimizer):
             np.copyto(self._steps_f32, self._steps, casting="unsafe")
             for i in fresh:
                 self._install_state(i, params[i])
-                init[i] = True
+                init[i] = bool(self._steps[i])  # SGD without momentum keeps no state (yet)
+            if any(init[i] for i in fresh):
+                self._mem = self._memory(params)
 
     def _hyper(self, g: dict[str, Any], i: int) -> tuple[float, float, float, float, float, bool]:
         for key, bad in (("amsgrad", True), ("maximize", True), ("capturable", True), ("differentiable", True)):
