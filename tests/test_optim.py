@@ -547,3 +547,70 @@ def test_bf16_param_edited_in_place_reseeds_master(sr):
     np.testing.assert_allclose(p[:20].astype(np.float64), 5.0 - 0.01, atol=0.032)
     np.testing.assert_allclose(p[20:].astype(np.float64), 1.0 - 0.02, atol=0.008)
     np.testing.assert_allclose(opt.state_dict()["state"]["master"][:20], 5.0 - 0.01, rtol=1e-6)
+
+
+def _adamw_sd():
+    x = AdamW([np.ones(6, np.float32)], [np.ones(6, np.float32)], lr=0.1)
+    x.step()
+    return x, x.state_dict()
+
+
+@pytest.mark.parametrize("edit,exc,match", [
+    (lambda sd: sd.update(max_grad_norm=-1.0), ValueError, "max_grad_norm must be > 0"),
+    (lambda sd: sd.update(max_grad_norm=float("nan")), ValueError, "max_grad_norm is NaN"),
+    (lambda sd: sd["param_groups"][0].update(lr=-0.1), ValueError, "lr must be >= 0"),
+    (lambda sd: sd["param_groups"][0].update(betas=(1.0, 0.9)), ValueError, r"betas\[0\] must be in \[0, 1\)"),
+    (lambda sd: sd["param_groups"][0].pop("eps"), ValueError, "lacks"),
+    (lambda sd: sd.update(step_count=-3), ValueError, "step_count must be >= 0"),
+    (lambda sd: sd.update(step_count=1.5), TypeError, "step_count must be an integer"),
+    (lambda sd: sd.update(stochastic_rounding="yes"), TypeError, "stochastic_rounding must be a bool"),
+    (lambda sd: sd["state"].update(steps=np.array([1.5])), ValueError, "steps must be non-negative integers"),
+    (lambda sd: sd["state"].update(steps=np.array([-1])), ValueError, "steps must be non-negative integers"),
+    (lambda sd: sd["state"].pop("exp_avg_sq"), ValueError, "has no 'exp_avg_sq'"),
+    (lambda sd: sd["state"].update(exp_avg=np.array(["a"] * 6)), TypeError, "exp_avg must be floating point"),
+])
+def test_load_state_dict_validates_like_the_constructor(edit, exc, match):
+    x, sd = _adamw_sd()
+    before = (x.state_dict(), x.max_grad_norm, x.step_count)
+    edit(sd)
+    with pytest.raises(exc, match=match):
+        x.load_state_dict(sd)
+    after = x.state_dict()  # a rejected state_dict changes nothing
+    assert (x.max_grad_norm, x.step_count) == before[1:] and after["param_groups"] == before[0]["param_groups"]
+    for k, a in before[0]["state"].items():
+        np.testing.assert_array_equal(after["state"][k], a)
+
+
+def test_load_state_dict_float_steps_with_integral_values_load():
+    x, sd = _adamw_sd()
+    sd["state"]["steps"] = sd["state"]["steps"].astype(np.float64)
+    x.load_state_dict(sd)
+    assert x.state_dict()["state"]["steps"].dtype == np.int64
+
+
+def test_sgd_state_dicts_with_and_without_momentum():
+    """A state without momentum buffer loads into a momentum SGD as torch's does (the buffer starts at
+    the first step with momentum); the other way round needs a buffer this SGD does not have."""
+    def make(mom):
+        return SGD([np.ones(3, np.float32)], [np.ones(3, np.float32)], lr=0.1, momentum=mom)
+
+    plain, mom = make(0.0), make(0.9)
+    plain.step()
+    mom.load_state_dict(plain.state_dict())  # groups now say momentum 0, as torch's load would
+    mom.param_groups[0]["momentum"] = 0.9
+    mom.step()
+    mom.step()
+    w = torch.nn.Parameter(torch.ones(3))
+    ref = torch.optim.SGD([w], lr=0.1)
+    w.grad = torch.ones(3)
+    ref.step()
+    w2 = torch.nn.Parameter(torch.ones(3))  # mom's own param, never stepped by plain
+    w2.grad = torch.ones(3)
+    ref2 = torch.optim.SGD([w2], lr=0.1, momentum=0.9)
+    ref2.load_state_dict(ref.state_dict())
+    ref2.param_groups[0]["momentum"] = 0.9
+    ref2.step()
+    ref2.step()
+    np.testing.assert_allclose(mom.param_groups[0]["params"][0], w2.detach().numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match="built without a momentum buffer"):
+        make(0.0).load_state_dict(make(0.9).state_dict())
