@@ -248,3 +248,20 @@ def test_sgd_momentum_switched_on_later_matches_torch():
     torch.testing.assert_close(ba, bb)
     assert sa == sb is False
     torch.testing.assert_close(sda["state"][0]["momentum_buffer"], sdb["state"][0]["momentum_buffer"])
+
+
+def test_tensor_hyperparameters_as_torch_accepts_them():
+    def run(cls, **kw):
+        w = torch.nn.Parameter(torch.ones(3))
+        opt = cls([w], **kw)
+        for _ in range(3):
+            w.grad = torch.full((3,), 0.5)
+            opt.step()
+        return w.detach().clone()
+
+    kw = dict(lr=torch.tensor(0.1), betas=(torch.tensor(0.8), torch.tensor(0.9)), weight_decay=0.0)
+    torch.testing.assert_close(run(ht.AdamW, **kw), run(torch.optim.AdamW, **kw))
+    kw = dict(lr=torch.tensor([0.1]), momentum=torch.tensor(0.9))
+    torch.testing.assert_close(run(ht.SGD, **kw), run(torch.optim.SGD, **kw))
+    with pytest.raises(ValueError, match="Tensor lr must be 1-element"):
+        ht.AdamW([torch.nn.Parameter(torch.ones(3))], lr=torch.tensor([0.1, 0.2]))

@@ -47,12 +47,28 @@ def _np_view(t: torch.Tensor, what: str) -> np.ndarray:
     raise ValueError(f"{what} has dtype {t.dtype}; homeforge optimizers take float32 or bfloat16")
 
 
+def _plain(g: dict[str, Any]) -> dict[str, Any]:
+    """The group's hyperparameters with one-element tensors (torch accepts lr=torch.tensor(0.1) and
+    tensor betas) as Python floats; tensors of other sizes are rejected as torch rejects them."""
+    def num(x: Any, what: str) -> Any:
+        if isinstance(x, torch.Tensor):
+            if x.numel() != 1:
+                raise ValueError(f"Tensor {what} must be 1-element, got shape {tuple(x.shape)}")
+            return float(x)
+        return x
+
+    out = {k: num(v, k) for k, v in g.items() if k != "params"}
+    if isinstance(out.get("betas"), (tuple, list)):
+        out["betas"] = tuple(num(b, f"betas[{i}]") for i, b in enumerate(out["betas"]))
+    return out
+
+
 class _FusedTorchOptimizer(torch.optim.Optimizer):
     _algo = ""
     _state_keys: tuple[str, ...] = ()
 
     def __init__(self, params: Any, defaults: dict[str, Any], stochastic_rounding: bool, seed: int) -> None:
-        _check_hyper(self._algo, defaults, "")
+        _check_hyper(self._algo, _plain(defaults), "")
         super().__init__(params, defaults)
         self.stochastic_rounding = bool(stochastic_rounding)
         self.seed = int(seed)
@@ -229,10 +245,7 @@ class _FusedTorchOptimizer(torch.optim.Optimizer):
         for key, bad in (("amsgrad", True), ("maximize", True), ("capturable", True), ("differentiable", True)):
             if g.get(key) is bad:
                 raise ValueError(f"param_groups[{i}]: {key}=True is not supported by homeforge's fused optimizers")
-        lr = g["lr"]
-        if isinstance(lr, torch.Tensor):
-            lr = float(lr)
-        return _check_hyper(self._algo, {**g, "lr": lr}, f"param_groups[{i}]: ")
+        return _check_hyper(self._algo, _plain(g), f"param_groups[{i}]: ")
 
 
 class AdamW(_FusedTorchOptimizer):
