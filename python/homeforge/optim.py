@@ -63,6 +63,43 @@ def _check_array(a: Any, what: str) -> np.ndarray:
     return a
 
 
+def _byte_bounds(a: np.ndarray) -> tuple[int, int]:
+    try:
+        from numpy.lib.array_utils import byte_bounds
+    except ImportError:  # numpy < 2
+        byte_bounds = np.byte_bounds
+    return byte_bounds(a)
+
+
+def _check_no_overlap(params: list[np.ndarray], grads: list[np.ndarray]) -> None:
+    """ValueError when a param's memory overlaps another param's or any grad's.
+
+    One sort of the byte ranges and a sweep (the bounds of each array, not np.shares_memory's exact
+    and possibly slow search): strided views whose ranges interleave without sharing an element are
+    rejected too. Grads may overlap each other: the step only reads them.
+    """
+    spans = []
+    for kind, arrays in (("params", params), ("grads", grads)):
+        for i, a in enumerate(arrays):
+            if a.size:
+                lo, hi = _byte_bounds(a)
+                spans.append((lo, hi, kind, i))
+    spans.sort(key=lambda t: t[0])
+    last_param: tuple[int, str] = (0, "")  # largest end of a param range so far, and its name
+    last_grad: tuple[int, str] = (0, "")
+    for lo, hi, kind, i in spans:
+        name = f"{kind}[{i}]"
+        if lo < last_param[0]:
+            why = "every param needs memory of its own" if kind == "params" else "a grad may not alias a param"
+            raise ValueError(f"{name} overlaps the memory of {last_param[1]} ({why})")
+        if kind == "params" and lo < last_grad[0]:
+            raise ValueError(f"{name} overlaps the memory of {last_grad[1]} (a grad may not alias a param)")
+        if kind == "params":
+            last_param = max(last_param, (hi, name))
+        else:
+            last_grad = max(last_grad, (hi, name))
+
+
 def _real(x: Any, what: str) -> float:
     if isinstance(x, bool) or not isinstance(x, (int, float, np.floating, np.integer)):
         raise TypeError(f"{what} must be a real number, got {type(x).__name__}")
@@ -186,11 +223,7 @@ class _FusedOptimizer:
             group_of += [gi] * len(g["params"])
         if not flat_p:
             raise ValueError("optimizer got an empty parameter list")
-        seen: set[int] = set()
-        for i, p in enumerate(flat_p):
-            if id(p) in seen:
-                raise ValueError(f"params[{i}] appears more than once")
-            seen.add(id(p))
+        _check_no_overlap(flat_p, flat_g)
         index_base = 0
         if self.shard is not None:
             b, e = self.shard
