@@ -252,6 +252,23 @@ def test_torch_drop_in_bad_input():
         hf_sdpa(q[0], q[0], q[0])
 
 
+@pytest.mark.parametrize("qs,ks,kw,match", [
+    ((1, 4, 4, 8), (1, 3, 4, 8), dict(enable_gqa=True), "4 heads must be a multiple of key's 3"),
+    ((2, 2, 4, 8), (1, 2, 4, 8), {}, "one batch size B"),
+    ((1, 2, 4, 8), (1, 2, 4, 6), {}, "one head dim D"),
+    ((1, 2, 0, 8), (1, 2, 4, 8), {}, "empty dimension"),
+    ((1, 2, 4, 0), (1, 2, 4, 0), {}, "empty dimension"),
+])
+def test_torch_drop_in_errors_show_the_callers_shapes(qs, ks, kw, match):
+    """Messages give the (B, H, T, D) shapes the caller passed, not the kernel's (B, T, H, D)."""
+    torch = pytest.importorskip("torch")
+    from homeforge.torch import scaled_dot_product_attention as hf_sdpa
+
+    with pytest.raises(ValueError, match=match) as e:
+        hf_sdpa(torch.randn(*qs), torch.randn(*ks), torch.randn(*ks), **kw)
+    assert f"query {qs}, key {ks}" in str(e.value)
+
+
 def test_import_homeforge_does_not_import_torch():
     import subprocess
     import sys
