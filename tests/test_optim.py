@@ -638,3 +638,13 @@ def test_shared_read_only_grads_and_adjacent_views_are_fine():
     opt = SGD([w[:3], w[3:]], [g, g], lr=0.1)  # a grad shared by two params is only read
     opt.step()
     np.testing.assert_allclose(w, 0.9)
+
+
+@pytest.mark.parametrize("scale", [1e40, -1e39])
+def test_grad_scale_beyond_float32_is_a_clear_error(scale):
+    p = np.ones(3, np.float32)
+    opt = SGD(p, np.ones(3, np.float32), lr=0.1)
+    for kw in (dict(), dict(skip_nonfinite=False)):
+        with pytest.raises(ValueError, match="overflows float32"):  # and no RuntimeWarning (an error here)
+            opt.step(grad_scale=scale, **kw)
+    np.testing.assert_array_equal(p, 1.0)

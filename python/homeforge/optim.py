@@ -168,6 +168,8 @@ def _fused_step(plan: Any, hypers: list[tuple[float, float, float, float, float,
                 key: int) -> StepResult:
     """Norm (if needed), skip decision, clip coefficient, then the one fused pass."""
     scale = _real(grad_scale, "grad_scale")
+    if abs(scale) > float(np.finfo(np.float32).max):
+        raise ValueError(f"grad_scale={scale} overflows float32 (the step multiplies float32 gradients by it)")
     norm: float | None
     if grad_norm is not None:
         if isinstance(grad_norm, bool) or not isinstance(grad_norm, (int, float, np.floating, np.integer)):
