@@ -26,6 +26,11 @@ Semantics (shared by every optimizer here):
   no clipping the norm is accumulated inside the update pass at no extra cost.
 - ``step(grad_norm=...)`` takes an already-reduced norm of the raw gradients (for example the
   all-reduced ``sqrt(sum of grad_sq_norm())`` of data-parallel ranks): no norm pass runs.
+- A bfloat16 param edited in place between steps re-seeds its float32 master inside the next step
+  (a param that is no rounding of its master is taken as the new value).
+- SGD's per-param ``steps`` count the steps taken with momentum: the buffer starts at the first
+  of them (undamped, as torch), also when momentum is switched on later.
+- Params must not share memory with each other or with a grad (checked at construction).
 """
 
 from __future__ import annotations
