@@ -205,6 +205,17 @@ def test_replaced_state_tensor_is_used():
         torch.testing.assert_close(a, b)
 
 
+def test_state_dict_saves_as_plain_dicts(tmp_path):
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = ht.AdamW([w], lr=0.1)
+    w.grad = torch.ones(3)
+    opt.step()
+    torch.save(opt.state_dict(), tmp_path / "opt.pt")
+    sd = torch.load(tmp_path / "opt.pt", weights_only=True)  # only plain containers unpickle here
+    assert type(sd["state"][0]) is dict and set(sd["state"][0]) == {"step", "exp_avg", "exp_avg_sq"}
+    assert type(copy.deepcopy(opt.state_dict())["state"][0]) is dict
+
+
 @pytest.mark.parametrize("edit", [
     lambda w, m: w.fill_(5.0),
     lambda w, m: setattr(w, "data", torch.full((3,), 5.0, dtype=torch.bfloat16)),
