@@ -134,13 +134,13 @@ class _FusedTorchOptimizer(torch.optim.Optimizer):
     def _memory(self, params: list[torch.Tensor]) -> list[int]:
         """The addresses the plan writes through: every parameter's (grads are checked as they are read).
 
-        Checked on every step (one data_ptr() per parameter, ~60 ns each): ``p.data = ...`` or
+        Checked on every step (one data_ptr() per parameter and per grad, ~0.15 ms per 1,000 tensors together): ``p.data = ...`` or
         ``p.share_memory_()`` move memory under the plan, which must then be rebuilt, never written
         through. The state tensors are views of the optimizer's own flat buffers, which never move;
         assigning a new state tensor (``opt.state[p]["exp_avg"] = t``) marks the plan stale through
         _State instead of a per-step check of every state tensor.
         """
-        return [p.data_ptr() for p in params]
+        return list(map(torch.Tensor.data_ptr, params))
 
     def _build(self) -> None:
         """(Re)build the flat buffers and the segment table; existing per-param state is copied in."""
