@@ -252,9 +252,86 @@ def test_torch_drop_in_bad_input():
         hf_sdpa(q[0], q[0], q[0])
 
 
+@pytest.mark.parametrize("qs,ks,kw,match", [
+    ((1, 4, 4, 8), (1, 3, 4, 8), dict(enable_gqa=True), "4 heads must be a multiple of key's 3"),
+    ((2, 2, 4, 8), (1, 2, 4, 8), {}, "one batch size B"),
+    ((1, 2, 4, 8), (1, 2, 4, 6), {}, "one head dim D"),
+    ((1, 2, 0, 8), (1, 2, 4, 8), {}, "empty dimension"),
+    ((1, 2, 4, 0), (1, 2, 4, 0), {}, "empty dimension"),
+])
+def test_torch_drop_in_errors_show_the_callers_shapes(qs, ks, kw, match):
+    """Messages give the (B, H, T, D) shapes the caller passed, not the kernel's (B, T, H, D)."""
+    torch = pytest.importorskip("torch")
+    from homeforge.torch import scaled_dot_product_attention as hf_sdpa
+
+    with pytest.raises(ValueError, match=match) as e:
+        hf_sdpa(torch.randn(*qs), torch.randn(*ks), torch.randn(*ks), **kw)
+    assert f"query {qs}, key {ks}" in str(e.value)
+
+
 def test_import_homeforge_does_not_import_torch():
     import subprocess
     import sys
 
     code = "import sys, homeforge, homeforge.ops; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def _visible_keys_reference(q, k, v, dout, causal):
+    """float64 torch autograd over exactly the keys each query row sees (B = H = 1): the NaN pattern
+    of softmax(q k^T / sqrt(D)) v and its grads, with masked keys never entering any product."""
+    torch = pytest.importorskip("torch")
+    t = [torch.tensor(np.asarray(a, np.float64)[0, :, 0], requires_grad=True) for a in (q, k, v)]
+    T, S, D = q.shape[1], k.shape[1], q.shape[3]
+    rows = []
+    for i in range(T):
+        n = i + 1 + (S - T) if causal else S
+        p = torch.softmax((t[1][:n] @ t[0][i]) / np.sqrt(D), dim=0)
+        rows.append(p @ t[2][:n])
+    out = torch.stack(rows)
+    out.backward(torch.tensor(np.asarray(dout, np.float64)[0, :, 0]))
+    return [a[None, :, None].detach().numpy() for a in (out, *(x.grad for x in t))]
+
+
+@pytest.mark.parametrize("isa", ["scalar", "avx2", "avx512", "avx512_bf16"])
+@pytest.mark.parametrize("dtype", [np.float32, ml_dtypes.bfloat16], ids=["f32", "bf16"])
+@pytest.mark.parametrize("causal", [True, False])
+@pytest.mark.parametrize("where", [("q", 5), ("q", 66), ("k", 2), ("k", 67), ("v", 11), ("v", 66)])
+def test_nan_propagates_like_torch_on_every_isa(isa, dtype, causal, where, restore_threads):
+    """A NaN score is NaN in every row that sees it, on every ISA (AVX-512's vmaxps clamp used to
+    turn it into probability 0); a NaN query row is a NaN row; forward and backward.
+
+    Exact NaN pattern for the output of a NaN score (q or k). A NaN in v, and every gradient, may
+    also reach entries whose only contact with it is a masked 0 * NaN product inside a tile, as in
+    torch's own blocked kernels (its CPU SDPA makes every output row NaN for a NaN in v even when
+    causal); what must never happen is a NaN of the exact math coming out finite.
+    """
+    _core.set_isa_limit(isa)
+    rng = np.random.default_rng(3)
+    q, k, v, dout = _draw(rng, 1, 70, 70, 1, 1, 8, dtype)
+    arrays = {"q": q, "k": k, "v": v}
+    arrays[where[0]][0, where[1], 0, 3] = np.nan
+    ours = _run(q, k, v, dout, causal)
+    ref = _visible_keys_reference(q, k, v, dout, causal)
+    tol = 2e-5 if dtype == np.float32 else 3e-2
+    for name, g, r in zip(("out", "dq", "dk", "dv"), (ours[0], *ours[2:]), ref):
+        g = np.asarray(g, np.float64)
+        gnan, rnan = np.isnan(g).any(-1).ravel(), np.isnan(r).any(-1).ravel()
+        assert np.all(gnan[rnan]), f"{name}: rows {np.flatnonzero(rnan & ~gnan)} are finite, torch float64 has NaN"
+        if name == "out" and where[0] != "v":
+            assert np.array_equal(gnan, rnan), f"{name}: NaN rows {np.flatnonzero(gnan)} vs {np.flatnonzero(rnan)}"
+        fin = np.isfinite(r) & np.isfinite(g)
+        assert np.abs(g[fin] - r[fin]).max(initial=0.0) <= tol * max(1.0, np.abs(r[fin]).max(initial=0.0)), name
+    # lse is NaN exactly for the rows that see a NaN score (it never involves v)
+    if where[0] != "v":
+        assert np.array_equal(np.isnan(ours[1][0, 0]), np.isnan(ref[0][0, :, 0]).any(-1))
+    else:
+        assert np.isfinite(ours[1]).all()
+    if not causal:  # no mask: torch's own SDPA (math backend, float64) gives the same NaN pattern
+        torch = pytest.importorskip("torch")
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        with sdpa_kernel(SDPBackend.MATH):
+            tq, tk, tv = (torch.tensor(np.asarray(a, np.float64)).transpose(1, 2) for a in (q, k, v))
+            o = torch.nn.functional.scaled_dot_product_attention(tq, tk, tv).transpose(1, 2).numpy()
+        assert np.array_equal(np.isnan(o).any(-1), np.isnan(np.asarray(ours[0], np.float64)).any(-1))

@@ -444,7 +444,7 @@ def test_bad_input_names_the_problem():
         AdamW([p])
     with pytest.raises(ValueError, match="grads for"):
         AdamW([p, p.copy()], [g])
-    with pytest.raises(ValueError, match="more than once"):
+    with pytest.raises(ValueError, match=r"params\[1\] overlaps the memory of params\[0\]"):
         AdamW([p, p], [g, g.copy()])
     with pytest.raises(ValueError, match="single flat"):
         AdamW([p], [g], shard=(0, 2))
@@ -498,7 +498,7 @@ def test_stochastic_rounding_counter_across_2_32_boundary():
     key = 0x1234567
     expect_master = master + np.float32(-0.1) * g.view(BF16).astype(np.float32)
     plan.step([(0.1, 0.0, 0.0, 0.0, 0.0, False)], 1.0, True, key, False)
-    assert np.array_equal(master, expect_master) and steps[0] == 1
+    assert np.array_equal(master, expect_master) and steps[0] == 0  # SGD counts momentum steps only
     bits = expect_master.view(np.uint32)
     for i in range(n):
         idx = base + i
@@ -515,3 +515,136 @@ def test_sgd_without_momentum_keeps_no_buffer():
     opt.param_groups[0]["momentum"] = 0.9  # turning momentum on later needs a new optimizer
     with pytest.raises(ValueError, match="without a momentum buffer"):
         opt.step()
+
+
+def test_sgd_momentum_switched_on_later_matches_torch():
+    """torch starts the buffer at the first step WITH momentum (undamped), whatever came before."""
+    q, g = np.ones(3, np.float32), np.ones(3, np.float32)
+    opt2 = SGD([q], [g], lr=0.1, momentum=0.9, dampening=0.5)  # built with a buffer
+    w = torch.nn.Parameter(torch.ones(3))
+    ref = torch.optim.SGD([w], lr=0.1, momentum=0.0, dampening=0.5)
+    w.grad = torch.ones(3)
+    for t in range(4):
+        mom = 0.0 if t < 2 else 0.9
+        opt2.param_groups[0]["momentum"] = mom
+        ref.param_groups[0]["momentum"] = mom
+        opt2.step()
+        ref.step()
+        np.testing.assert_allclose(q, w.detach().numpy(), rtol=1e-6)
+    np.testing.assert_allclose(opt2.state_dict()["state"]["exp_avg"], ref.state[w]["momentum_buffer"].numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("sr", [False, True])
+def test_bf16_param_edited_in_place_reseeds_master(sr):
+    """An in-place edit of a bf16 param after a step is what the next step starts from (as for
+    float32 params and torch): the master follows the edited param instead of overwriting it."""
+    p, g = np.ones(40, np.float32).astype(BF16), np.full(40, 0.5, np.float32).astype(BF16)
+    opt = AdamW([p], [g], lr=0.01, weight_decay=0.0, stochastic_rounding=sr)
+    opt.step()
+    p[:20] = BF16(5.0)
+    opt.step()
+    # AdamW's second step with a constant gradient moves by lr (to 1 ulp of bf16 at 5: 0.03125)
+    np.testing.assert_allclose(p[:20].astype(np.float64), 5.0 - 0.01, atol=0.032)
+    np.testing.assert_allclose(p[20:].astype(np.float64), 1.0 - 0.02, atol=0.008)
+    np.testing.assert_allclose(opt.state_dict()["state"]["master"][:20], 5.0 - 0.01, rtol=1e-6)
+
+
+def _adamw_sd():
+    x = AdamW([np.ones(6, np.float32)], [np.ones(6, np.float32)], lr=0.1)
+    x.step()
+    return x, x.state_dict()
+
+
+@pytest.mark.parametrize("edit,exc,match", [
+    (lambda sd: sd.update(max_grad_norm=-1.0), ValueError, "max_grad_norm must be > 0"),
+    (lambda sd: sd.update(max_grad_norm=float("nan")), ValueError, "max_grad_norm is NaN"),
+    (lambda sd: sd["param_groups"][0].update(lr=-0.1), ValueError, "lr must be >= 0"),
+    (lambda sd: sd["param_groups"][0].update(betas=(1.0, 0.9)), ValueError, r"betas\[0\] must be in \[0, 1\)"),
+    (lambda sd: sd["param_groups"][0].pop("eps"), ValueError, "lacks"),
+    (lambda sd: sd.update(step_count=-3), ValueError, "step_count must be >= 0"),
+    (lambda sd: sd.update(step_count=1.5), TypeError, "step_count must be an integer"),
+    (lambda sd: sd.update(stochastic_rounding="yes"), TypeError, "stochastic_rounding must be a bool"),
+    (lambda sd: sd["state"].update(steps=np.array([1.5])), ValueError, "steps must be non-negative integers"),
+    (lambda sd: sd["state"].update(steps=np.array([-1])), ValueError, "steps must be non-negative integers"),
+    (lambda sd: sd["state"].pop("exp_avg_sq"), ValueError, "has no 'exp_avg_sq'"),
+    (lambda sd: sd["state"].update(exp_avg=np.array(["a"] * 6)), TypeError, "exp_avg must be floating point"),
+])
+def test_load_state_dict_validates_like_the_constructor(edit, exc, match):
+    x, sd = _adamw_sd()
+    before = (x.state_dict(), x.max_grad_norm, x.step_count)
+    edit(sd)
+    with pytest.raises(exc, match=match):
+        x.load_state_dict(sd)
+    after = x.state_dict()  # a rejected state_dict changes nothing
+    assert (x.max_grad_norm, x.step_count) == before[1:] and after["param_groups"] == before[0]["param_groups"]
+    for k, a in before[0]["state"].items():
+        np.testing.assert_array_equal(after["state"][k], a)
+
+
+def test_load_state_dict_float_steps_with_integral_values_load():
+    x, sd = _adamw_sd()
+    sd["state"]["steps"] = sd["state"]["steps"].astype(np.float64)
+    x.load_state_dict(sd)
+    assert x.state_dict()["state"]["steps"].dtype == np.int64
+
+
+def test_sgd_state_dicts_with_and_without_momentum():
+    """A state without momentum buffer loads into a momentum SGD as torch's does (the buffer starts at
+    the first step with momentum); the other way round needs a buffer this SGD does not have."""
+    def make(mom):
+        return SGD([np.ones(3, np.float32)], [np.ones(3, np.float32)], lr=0.1, momentum=mom)
+
+    plain, mom = make(0.0), make(0.9)
+    plain.step()
+    mom.load_state_dict(plain.state_dict())  # groups now say momentum 0, as torch's load would
+    mom.param_groups[0]["momentum"] = 0.9
+    mom.step()
+    mom.step()
+    w = torch.nn.Parameter(torch.ones(3))
+    ref = torch.optim.SGD([w], lr=0.1)
+    w.grad = torch.ones(3)
+    ref.step()
+    w2 = torch.nn.Parameter(torch.ones(3))  # mom's own param, never stepped by plain
+    w2.grad = torch.ones(3)
+    ref2 = torch.optim.SGD([w2], lr=0.1, momentum=0.9)
+    ref2.load_state_dict(ref.state_dict())
+    ref2.param_groups[0]["momentum"] = 0.9
+    ref2.step()
+    ref2.step()
+    np.testing.assert_allclose(mom.param_groups[0]["params"][0], w2.detach().numpy(), rtol=1e-6)
+    with pytest.raises(ValueError, match="built without a momentum buffer"):
+        make(0.0).load_state_dict(make(0.9).state_dict())
+
+
+@pytest.mark.parametrize("make,match", [
+    (lambda w, g: SGD([w, w[:]], [g, g], lr=0.1), r"params\[1\] overlaps the memory of params\[0\]"),
+    (lambda w, g: SGD([w[0:4], w[2:6]], [g[:4], g[2:]], lr=0.1), r"params\[1\] overlaps"),
+    (lambda w, g: SGD([w[::2], w[1::2]], [g[::2], g[1::2]], lr=0.1), r"params\[1\] overlaps"),
+    (lambda w, g: SGD([w], [w], lr=0.1), r"grads\[0\] overlaps the memory of params\[0\]"),
+    (lambda w, g: SGD([w[:3], g[:3]], [w[3:], w[1:4]], lr=0.1), "a grad may not alias a param"),
+    (lambda w, g: SGD([{"params": [w[:3]], "grads": [g[:3]]}, {"params": [w[2:5]], "grads": [g[2:5]]}]),
+     r"params\[1\] overlaps"),
+])
+def test_overlapping_memory_is_rejected(make, match):
+    """torch.optim would step a shared element twice (or read a grad it has just written): refused."""
+    w, g = np.ones(6, np.float32), np.ones(6, np.float32)
+    with pytest.raises(ValueError, match=match):
+        make(w, g)
+    np.testing.assert_array_equal(w, 1.0)
+
+
+def test_shared_read_only_grads_and_adjacent_views_are_fine():
+    w, g = np.ones(6, np.float32), np.ones(3, np.float32)
+    opt = SGD([w[:3], w[3:]], [g, g], lr=0.1)  # a grad shared by two params is only read
+    opt.step()
+    np.testing.assert_allclose(w, 0.9)
+
+
+@pytest.mark.parametrize("scale", [1e40, -1e39])
+def test_grad_scale_beyond_float32_is_a_clear_error(scale):
+    p = np.ones(3, np.float32)
+    opt = SGD(p, np.ones(3, np.float32), lr=0.1)
+    for kw in (dict(), dict(skip_nonfinite=False)):
+        with pytest.raises(ValueError, match="overflows float32"):  # and no RuntimeWarning (an error here)
+            opt.step(grad_scale=scale, **kw)
+    np.testing.assert_array_equal(p, 1.0)

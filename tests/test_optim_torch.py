@@ -157,3 +157,122 @@ def test_replaced_param_data_is_followed():
     p.grad = torch.ones(5)
     opt.step()  # buf = 0.9 * 1 + 1 = 1.9
     assert torch.allclose(p.detach(), torch.full((5,), 10.0 - 0.5 * 1.9))
+
+
+def _two_steps(cls, kw, between):
+    """One step, then `between(w)` (which moves memory under the optimizer), then a second step."""
+    w = torch.nn.Parameter(torch.ones(4))
+    opt = cls([w], **kw)
+    w.grad = torch.ones(4)
+    opt.step()
+    between(w)
+    opt.step()
+    return w.detach().clone(), opt
+
+
+def _set_grad_data(w):
+    w.grad.data = torch.full((4,), 10.0)  # same grad object, new storage
+
+
+@pytest.mark.parametrize("between", [
+    lambda w: w.share_memory_(),                    # same tensor object, storage moved (old one freed)
+    lambda w: setattr(w, "data", w.data.clone()),   # p.data replaced, grad object kept
+    _set_grad_data,
+    lambda w: w.grad.share_memory_(),
+], ids=["share_memory", "data_clone", "grad_data", "grad_share_memory"])
+@pytest.mark.parametrize("cls,ref,kw", [
+    (ht.SGD, torch.optim.SGD, dict(lr=0.1)),
+    (ht.SGD, torch.optim.SGD, dict(lr=0.1, momentum=0.9)),
+    (ht.AdamW, torch.optim.AdamW, dict(lr=0.1)),
+])
+def test_memory_moved_under_a_kept_grad_is_followed(between, cls, ref, kw):
+    ours, _ = _two_steps(cls, kw, between)
+    theirs, _ = _two_steps(ref, kw, between)
+    torch.testing.assert_close(ours, theirs, rtol=1e-6, atol=1e-6)
+
+
+def test_replaced_state_tensor_is_used():
+    def run(cls):
+        w = torch.nn.Parameter(torch.ones(3))
+        opt = cls([w], lr=0.1, momentum=0.9)
+        w.grad = torch.ones(3)
+        opt.step()
+        opt.state[w]["momentum_buffer"] = torch.full((3,), 5.0)  # torch steps with the new tensor
+        opt.step()
+        return w.detach().clone(), opt.state[w]["momentum_buffer"].clone()
+
+    for a, b in zip(run(ht.SGD), run(torch.optim.SGD)):
+        torch.testing.assert_close(a, b)
+
+
+def test_state_dict_saves_as_plain_dicts(tmp_path):
+    w = torch.nn.Parameter(torch.ones(3))
+    opt = ht.AdamW([w], lr=0.1)
+    w.grad = torch.ones(3)
+    opt.step()
+    torch.save(opt.state_dict(), tmp_path / "opt.pt")
+    sd = torch.load(tmp_path / "opt.pt", weights_only=True)  # only plain containers unpickle here
+    assert type(sd["state"][0]) is dict and set(sd["state"][0]) == {"step", "exp_avg", "exp_avg_sq"}
+    assert type(copy.deepcopy(opt.state_dict())["state"][0]) is dict
+
+
+@pytest.mark.parametrize("edit", [
+    lambda w, m: w.fill_(5.0),
+    lambda w, m: setattr(w, "data", torch.full((3,), 5.0, dtype=torch.bfloat16)),
+    lambda w, m: m.load_state_dict({"w": torch.full((3,), 5.0, dtype=torch.bfloat16)}),
+], ids=["fill_", "data", "module_load_state_dict"])
+@pytest.mark.parametrize("sr", [False, True])
+def test_bf16_param_edited_after_a_step_is_kept(edit, sr):
+    """torch.optim.AdamW steps the edited bf16 param; the fp32 master must not undo the edit."""
+    def run(make):
+        m = torch.nn.Module()
+        m.w = torch.nn.Parameter(torch.ones(3, dtype=torch.bfloat16))
+        opt = make([m.w])
+        m.w.grad = torch.ones(3, dtype=torch.bfloat16)
+        opt.step()
+        with torch.no_grad():
+            edit(m.w, m)
+        m.w.grad = torch.ones(3, dtype=torch.bfloat16)
+        opt.step()
+        return m.w.detach().float()
+
+    ours = run(lambda p: ht.AdamW(p, lr=0.01, weight_decay=0.0, stochastic_rounding=sr))
+    theirs = run(lambda p: torch.optim.AdamW(p, lr=0.01, weight_decay=0.0))
+    torch.testing.assert_close(ours, theirs, rtol=0, atol=0.04)  # one bf16 ulp at 5 is 0.03125
+    assert ours.max() > 4.9
+
+
+def test_sgd_momentum_switched_on_later_matches_torch():
+    def run(cls):
+        w = torch.nn.Parameter(torch.ones(3))
+        opt = cls([w], lr=0.1, momentum=0.0, dampening=0.5)
+        w.grad = torch.ones(3)
+        opt.step()
+        has_state = bool(opt.state.get(w))
+        opt.param_groups[0]["momentum"] = 0.9
+        for _ in range(2):
+            opt.step()
+        return w.detach().clone(), opt.state[w]["momentum_buffer"].clone(), has_state, opt.state_dict()
+
+    (wa, ba, sa, sda), (wb, bb, sb, sdb) = run(ht.SGD), run(torch.optim.SGD)
+    torch.testing.assert_close(wa, wb)
+    torch.testing.assert_close(ba, bb)
+    assert sa == sb is False
+    torch.testing.assert_close(sda["state"][0]["momentum_buffer"], sdb["state"][0]["momentum_buffer"])
+
+
+def test_tensor_hyperparameters_as_torch_accepts_them():
+    def run(cls, **kw):
+        w = torch.nn.Parameter(torch.ones(3))
+        opt = cls([w], **kw)
+        for _ in range(3):
+            w.grad = torch.full((3,), 0.5)
+            opt.step()
+        return w.detach().clone()
+
+    kw = dict(lr=torch.tensor(0.1), betas=(torch.tensor(0.8), torch.tensor(0.9)), weight_decay=0.0)
+    torch.testing.assert_close(run(ht.AdamW, **kw), run(torch.optim.AdamW, **kw))
+    kw = dict(lr=torch.tensor([0.1]), momentum=torch.tensor(0.9))
+    torch.testing.assert_close(run(ht.SGD, **kw), run(torch.optim.SGD, **kw))
+    with pytest.raises(ValueError, match="Tensor lr must be 1-element"):
+        ht.AdamW([torch.nn.Parameter(torch.ones(3))], lr=torch.tensor([0.1, 0.2]))

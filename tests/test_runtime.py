@@ -86,6 +86,11 @@ def test_set_num_threads_rejects_bad_values(restore_threads):
         homeforge.set_num_threads(0)
     with pytest.raises(TypeError, match="must be an int"):
         homeforge.set_num_threads(2.5)
+    for n in (5000, 2**32 + 1, 2**40):  # also past the binding's int range: still a ValueError
+        with pytest.raises(ValueError, match="not a plausible thread count"):
+            homeforge.set_num_threads(n)
+    homeforge.set_num_threads(np.int64(1))  # numpy integers are integers
+    assert homeforge.get_num_threads() == 1
 
 
 @pytest.mark.parametrize("M,N,K", [(1, 1, 1), (7, 13, 5), (64, 48, 33), (257, 129, 100)])

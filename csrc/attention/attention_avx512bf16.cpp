@@ -296,7 +296,7 @@ void fwd_items(const Ctx& c, int64_t lo, int64_t hi) {
     for (int64_t r = 0; r < m; ++r) {
       const int64_t t = t0 + r / c.G, h = hkv * c.G + r % c.G;
       const float l = lanes_sum(L16 + r * 16);
-      const bool any = l > 0.f;
+      const bool any = l != 0.f;  // 0: the row saw no key; NaN (a NaN score) stays NaN in out and lse
       store_row(c.out, ((b * c.T + t) * c.H + h) * c.D, true, c.D, O + r * Dq, any ? 1.f / l : 0.f);
       c.lse[(b * c.H + h) * c.T + t] = any ? (mrow[r] + __builtin_log2f(l)) * kLn2 : kNegInf;
     }

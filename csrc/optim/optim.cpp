@@ -89,7 +89,7 @@ Coef make_coef(Algo algo, const Hyper& h, int64_t t) {
       k.d = float(1.0 - h.beta2);
       k.momentum = h.beta1 != 0.0;
       k.nesterov = h.nesterov;
-      k.first = t == 1;
+      k.first = t == 1;  // t counts momentum steps for SGD: no momentum buffer yet
       k.neg_step = float(-h.lr);
       break;
   }
@@ -190,8 +190,10 @@ double Plan::step(const std::vector<Hyper>& hypers, const StepConfig& cfg_in, bo
     }
   });
   const double sumsq = want_sumsq && nc > 0 ? tree_sum(partial, 0, nc) : 0.0;
-  for (auto& sg : segs_)
-    if (sg.grad != nullptr) ++*sg.step;
+  // SGD counts only the steps that used momentum: as torch, the first step WITH momentum (even
+  // if earlier steps ran without) starts the buffer at d, undamped.
+  for (size_t i = 0; i < segs_.size(); ++i)
+    if (segs_[i].grad != nullptr && (algo_ != Algo::sgd || coefs[i].momentum)) ++*segs_[i].step;
   return sumsq;
 }
 

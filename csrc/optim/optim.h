@@ -51,7 +51,7 @@ struct Segment {
   float* v = nullptr;           // exp_avg_sq (AdamW only)
   int64_t n = 0;
   int32_t group = 0;
-  int64_t* step = nullptr;      // this segment's step counter (torch keeps one per param)
+  int64_t* step = nullptr;      // this segment's step counter (torch keeps one per param); SGD: momentum steps
 };
 
 // Per-segment float32 coefficients of one step, precomputed in double once per segment.

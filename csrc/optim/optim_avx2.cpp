@@ -43,6 +43,17 @@ struct Avx2V {
     const __m256i sr = _mm256_srli_epi32(_mm256_add_epi32(b, _mm256_and_si256(rnd, _mm256_set1_epi32(0xffff))), 16);
     put8(p, _mm256_blendv_epi8(sr, rne(x), special));
   }
+  template <bool SR>
+  static F follow(F w, const uint16_t* p) {  // see ScalarV::follow
+    const __m256i pw = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+    __m256i ok = _mm256_cmpeq_epi32(pw, rne(w));
+    if constexpr (SR) {
+      const __m256i d = _mm256_and_si256(_mm256_sub_epi32(pw, _mm256_srli_epi32(_mm256_castps_si256(w), 16)),
+                                         _mm256_set1_epi32(0xffff));
+      ok = _mm256_or_si256(ok, _mm256_cmpgt_epi32(_mm256_set1_epi32(2), d));
+    }
+    return _mm256_blendv_ps(_mm256_castsi256_ps(_mm256_slli_epi32(pw, 16)), w, _mm256_castsi256_ps(ok));
+  }
   static F set1(float a) { return _mm256_set1_ps(a); }
   static F add(F a, F b) { return _mm256_add_ps(a, b); }
   static F sub(F a, F b) { return _mm256_sub_ps(a, b); }

@@ -44,6 +44,17 @@ struct Avx512V {
     const __m512i sr = _mm512_srli_epi32(_mm512_add_epi32(b, _mm512_and_si512(rnd, _mm512_set1_epi32(0xffff))), 16);
     put16(p, _mm512_mask_mov_epi32(sr, special, rne(x)));
   }
+  template <bool SR>
+  static F follow(F w, const uint16_t* p) {  // see ScalarV::follow
+    const __m512i pw = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+    __mmask16 ok = _mm512_cmpeq_epi32_mask(pw, rne(w));
+    if constexpr (SR) {
+      const __m512i d = _mm512_and_si512(_mm512_sub_epi32(pw, _mm512_srli_epi32(_mm512_castps_si512(w), 16)),
+                                         _mm512_set1_epi32(0xffff));
+      ok = __mmask16(ok | _mm512_cmple_epu32_mask(d, _mm512_set1_epi32(1)));
+    }
+    return _mm512_mask_mov_ps(_mm512_castsi512_ps(_mm512_slli_epi32(pw, 16)), ok, w);
+  }
   static F set1(float a) { return _mm512_set1_ps(a); }
   static F add(F a, F b) { return _mm512_add_ps(a, b); }
   static F sub(F a, F b) { return _mm512_sub_ps(a, b); }

@@ -40,16 +40,27 @@ struct ScalarV {
     __builtin_memcpy(&b, &x, 4);
     return b;
   }
-  static void storebf(uint16_t* p, F x) {
+  static uint16_t rne(F x) {
     uint32_t b = bits(x);
-    if ((b & 0x7fffffffu) > 0x7f800000u) { *p = uint16_t((b >> 16) | 0x40u); return; }
+    if ((b & 0x7fffffffu) > 0x7f800000u) return uint16_t((b >> 16) | 0x40u);
     b += 0x7fffu + ((b >> 16) & 1u);
-    *p = uint16_t(b >> 16);
+    return uint16_t(b >> 16);
   }
+  static void storebf(uint16_t* p, F x) { *p = rne(x); }
   static void storebf_sr(uint16_t* p, F x, U r) {
     uint32_t b = bits(x);
     if ((b & 0x7fffffffu) >= 0x7f800000u) { storebf(p, x); return; }
     *p = uint16_t((b + (r & 0xffffu)) >> 16);
+  }
+  // The fp32 master w, or the bf16 param *p itself when *p is not a rounding of w (the caller
+  // changed the param in place after a step): RNE steps leave *p == rne(w); stochastic steps leave
+  // w truncated or one ulp above (or rne(w) for inf/NaN).
+  template <bool SR>
+  static F follow(F w, const uint16_t* p) {
+    const uint16_t pb = *p;
+    bool ok = pb == rne(w);
+    if constexpr (SR) ok = ok || uint16_t(pb - uint16_t(bits(w) >> 16)) <= 1;
+    return ok ? w : loadbf(p);
   }
   static F set1(float a) { return a; }
   static F add(F a, F b) { return a + b; }
@@ -97,6 +108,10 @@ inline void run_range(const StepConfig& cfg, const Coef& k, const Piece& pc, dou
     if constexpr (NORM) acc.add(graw, j);
     const F g = V::mul(graw, gm);
     F p = V::load(w + j);
+    // bf16: the param is read back (its cache lines are fetched for the store below anyway) so an
+    // in-place edit of it (fill_, load_state_dict of the model) re-seeds the master, as torch would
+    // see the edited param.
+    if constexpr (BF) p = V::template follow<SR>(p, pb + j);
     if constexpr (A == Algo::adamw) {
       F m = V::load(pc.m + j), v = V::load(pc.v + j);
       p = V::mul(p, V::set1(k.decay));

@@ -26,6 +26,11 @@ Semantics (shared by every optimizer here):
   no clipping the norm is accumulated inside the update pass at no extra cost.
 - ``step(grad_norm=...)`` takes an already-reduced norm of the raw gradients (for example the
   all-reduced ``sqrt(sum of grad_sq_norm())`` of data-parallel ranks): no norm pass runs.
+- A bfloat16 param edited in place between steps re-seeds its float32 master inside the next step
+  (a param that is no rounding of its master is taken as the new value).
+- SGD's per-param ``steps`` count the steps taken with momentum: the buffer starts at the first
+  of them (undamped, as torch), also when momentum is switched on later.
+- Params must not share memory with each other or with a grad (checked at construction).
 """
 
 from __future__ import annotations
@@ -61,6 +66,43 @@ def _check_array(a: Any, what: str) -> np.ndarray:
     if a.dtype != np.float32 and not _is_bf16(a):
         raise ValueError(f"{what} must be float32 or bfloat16 (ml_dtypes.bfloat16 or uint16), got {a.dtype}")
     return a
+
+
+def _byte_bounds(a: np.ndarray) -> tuple[int, int]:
+    try:
+        from numpy.lib.array_utils import byte_bounds
+    except ImportError:  # numpy < 2
+        byte_bounds = np.byte_bounds
+    return byte_bounds(a)
+
+
+def _check_no_overlap(params: list[np.ndarray], grads: list[np.ndarray]) -> None:
+    """ValueError when a param's memory overlaps another param's or any grad's.
+
+    One sort of the byte ranges and a sweep (the bounds of each array, not np.shares_memory's exact
+    and possibly slow search): strided views whose ranges interleave without sharing an element are
+    rejected too. Grads may overlap each other: the step only reads them.
+    """
+    spans = []
+    for kind, arrays in (("params", params), ("grads", grads)):
+        for i, a in enumerate(arrays):
+            if a.size:
+                lo, hi = _byte_bounds(a)
+                spans.append((lo, hi, kind, i))
+    spans.sort(key=lambda t: t[0])
+    last_param: tuple[int, str] = (0, "")  # largest end of a param range so far, and its name
+    last_grad: tuple[int, str] = (0, "")
+    for lo, hi, kind, i in spans:
+        name = f"{kind}[{i}]"
+        if lo < last_param[0]:
+            why = "every param needs memory of its own" if kind == "params" else "a grad may not alias a param"
+            raise ValueError(f"{name} overlaps the memory of {last_param[1]} ({why})")
+        if kind == "params" and lo < last_grad[0]:
+            raise ValueError(f"{name} overlaps the memory of {last_grad[1]} (a grad may not alias a param)")
+        if kind == "params":
+            last_param = max(last_param, (hi, name))
+        else:
+            last_grad = max(last_grad, (hi, name))
 
 
 def _real(x: Any, what: str) -> float:
@@ -111,6 +153,14 @@ def _sr_key(seed: int, step: int) -> int:
     return h((seed & 0xFFFFFFFF) ^ h(step & 0xFFFFFFFF) ^ h(((step >> 32) + 0x632BE5AB) & 0xFFFFFFFF))
 
 
+def _count(v: Any, what: str, allow_negative: bool = False) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"{what} must be an integer, got {type(v).__name__}")
+    if v < 0 and not allow_negative:
+        raise ValueError(f"{what} must be >= 0, got {v}")
+    return int(v)
+
+
 def _check_max_norm(v: Any) -> float:
     x = _real(v, "max_grad_norm")
     if x <= 0:
@@ -123,6 +173,8 @@ def _fused_step(plan: Any, hypers: list[tuple[float, float, float, float, float,
                 key: int) -> StepResult:
     """Norm (if needed), skip decision, clip coefficient, then the one fused pass."""
     scale = _real(grad_scale, "grad_scale")
+    if abs(scale) > float(np.finfo(np.float32).max):
+        raise ValueError(f"grad_scale={scale} overflows float32 (the step multiplies float32 gradients by it)")
     norm: float | None
     if grad_norm is not None:
         if isinstance(grad_norm, bool) or not isinstance(grad_norm, (int, float, np.floating, np.integer)):
@@ -178,11 +230,7 @@ class _FusedOptimizer:
             group_of += [gi] * len(g["params"])
         if not flat_p:
             raise ValueError("optimizer got an empty parameter list")
-        seen: set[int] = set()
-        for i, p in enumerate(flat_p):
-            if id(p) in seen:
-                raise ValueError(f"params[{i}] appears more than once")
-            seen.add(id(p))
+        _check_no_overlap(flat_p, flat_g)
         index_base = 0
         if self.shard is not None:
             b, e = self.shard
@@ -304,34 +352,79 @@ class _FusedOptimizer:
                 "max_grad_norm": self.max_grad_norm, "param_groups": groups, "state": state}
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict` of an optimizer of the same kind over the same shapes."""
+        """Restore a :meth:`state_dict` of an optimizer of the same kind over the same shapes.
+
+        Everything is validated as the constructor validates it before anything is changed: a bad
+        state_dict raises ValueError/TypeError and leaves this optimizer as it was.
+        """
         if not isinstance(sd, dict):
             raise TypeError(f"state_dict must be a dict, got {type(sd).__name__}")
         if sd.get("algorithm") != self._algo:
             raise ValueError(f"state_dict is for {sd.get('algorithm')!r}, this optimizer is {self._algo!r}")
-        if list(sd.get("sizes", [])) != self._sizes:
+        for key in ("sizes", "param_groups", "state", "step_count"):
+            if key not in sd:
+                raise ValueError(f"state_dict has no {key!r} entry")
+        if list(sd["sizes"]) != self._sizes:
             raise ValueError("state_dict's parameter sizes differ from this optimizer's")
         if len(sd["param_groups"]) != len(self.param_groups):
             raise ValueError(f"state_dict has {len(sd['param_groups'])} groups, this optimizer has {len(self.param_groups)}")
+        groups = []
         for i, (mine, theirs) in enumerate(zip(self.param_groups, sd["param_groups"])):
-            if theirs["num_params"] != len(mine["params"]):
-                raise ValueError(f"param_groups[{i}] has {len(mine['params'])} params, state_dict's has {theirs['num_params']}")
-            _check_hyper(self._algo, {k: theirs[k] for k in self._hyper_keys}, f"state_dict param_groups[{i}]: ")
+            if theirs.get("num_params") != len(mine["params"]):
+                raise ValueError(f"param_groups[{i}] has {len(mine['params'])} params, state_dict's has {theirs.get('num_params')}")
+            missing = [k for k in self._hyper_keys if k not in theirs]
+            if missing:
+                raise ValueError(f"state_dict param_groups[{i}] lacks {missing}")
+            hp = {k: (tuple(theirs[k]) if k == "betas" else theirs[k]) for k in self._hyper_keys}
+            _check_hyper(self._algo, hp, f"state_dict param_groups[{i}]: ")
+            groups.append(hp)
+        mgn = sd.get("max_grad_norm", self.max_grad_norm)
+        mgn = None if mgn is None else _check_max_norm(mgn)
+        step_count = _count(sd["step_count"], "state_dict step_count")
+        seed = _count(sd.get("seed", self.seed), "state_dict seed", allow_negative=True)
+        sr = sd.get("stochastic_rounding", self.stochastic_rounding)
+        if not isinstance(sr, (bool, np.bool_)):
+            raise TypeError(f"state_dict stochastic_rounding must be a bool, got {type(sr).__name__}")
         st = sd["state"]
+        if not isinstance(st, dict):
+            raise TypeError(f"state_dict state must be a dict, got {type(st).__name__}")
+        if self._algo == "sgd":
+            uses = [i for i, g in enumerate(groups) if g["momentum"] != 0]
+            if self._m is None and uses:
+                raise ValueError(f"state_dict param_groups{uses} use momentum but this SGD was built without a "
+                                 "momentum buffer (momentum 0 in every group): build it with momentum > 0")
+            if self._m is not None and "exp_avg" not in st:
+                # Saved by an SGD without momentum: no buffer yet, as torch.optim.SGD loading a state
+                # without momentum_buffer; the first step with momentum starts it.
+                st = {**st, "exp_avg": np.zeros_like(self._m), "steps": np.zeros_like(self._steps)}
+        loads = []
         for name, buf in (("steps", self._steps), ("exp_avg", self._m), ("exp_avg_sq", self._v), ("master", self._master)):
             if buf is None:
                 continue
+            if name not in st:
+                raise ValueError(f"state_dict state has no {name!r} (saved by a differently configured optimizer?)")
             src = np.asarray(st[name])
             if src.shape != buf.shape:
                 raise ValueError(f"state_dict's {name} has shape {src.shape}, expected {buf.shape}")
-            np.copyto(buf, src)
-        for mine, theirs in zip(self.param_groups, sd["param_groups"]):
-            for k in self._hyper_keys:
-                mine[k] = tuple(theirs[k]) if k == "betas" else theirs[k]
-        self.step_count = int(sd["step_count"])
-        self.seed = int(sd.get("seed", self.seed))
-        self.stochastic_rounding = bool(sd.get("stochastic_rounding", self.stochastic_rounding))
-        self.max_grad_norm = sd.get("max_grad_norm", self.max_grad_norm)
+            if name == "steps":
+                if not (np.issubdtype(src.dtype, np.integer) or np.issubdtype(src.dtype, np.floating)) \
+                        or src.dtype == np.bool_:
+                    raise TypeError(f"state_dict's steps must be integers, got dtype {src.dtype}")
+                if not np.all(np.isfinite(src)) or np.any(src < 0) or np.any(src != np.floor(src)):
+                    raise ValueError(f"state_dict's steps must be non-negative integers, got {src.tolist()[:8]}")
+                src = src.astype(np.int64)
+            elif not np.issubdtype(src.dtype, np.floating):
+                raise TypeError(f"state_dict's {name} must be floating point, got dtype {src.dtype}")
+            loads.append((buf, src))
+        # Validated: now change this optimizer.
+        for buf, src in loads:
+            np.copyto(buf, src, casting="unsafe")
+        for mine, hp in zip(self.param_groups, groups):
+            mine.update(hp)
+        self.step_count = step_count
+        self.seed = seed
+        self.stochastic_rounding = bool(sr)
+        self.max_grad_norm = mgn
         if self._master is not None:  # the bf16 params are the rounding of the restored master weights
             self._write_params_from_master()
 

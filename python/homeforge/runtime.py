@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from typing import Any
 
 from . import _core
@@ -38,8 +39,13 @@ def set_num_threads(n: int) -> None:
     1
     >>> set_num_threads(old)
     """
-    if isinstance(n, bool) or not isinstance(n, int):
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral):  # numpy integers are Integral
         raise TypeError(f"set_num_threads: n must be an int, got {type(n).__name__}")
+    n = int(n)
+    if n < 1:
+        raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
+    if n > 4096:  # checked here too: past 2^31 the binding's int conversion would raise TypeError
+        raise ValueError(f"set_num_threads: n={n} is not a plausible thread count")
     _core.set_num_threads(n)
 
 

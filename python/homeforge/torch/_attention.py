@@ -95,6 +95,15 @@ def scaled_dot_product_attention(query: torch.Tensor, key: torch.Tensor, value: 
         raise TypeError(f"query, key and value must have one dtype, got {query.dtype}, {key.dtype}, {value.dtype}")
     if key.shape != value.shape:
         raise ValueError(f"key and value must have one shape, got {tuple(key.shape)} and {tuple(value.shape)}")
+    shapes = f"(query {tuple(query.shape)}, key {tuple(key.shape)}, as (B, H, T, D))"
+    if key.shape[0] != query.shape[0]:
+        raise ValueError(f"query and key must have one batch size B (no batch broadcasting) {shapes}")
+    if key.shape[3] != query.shape[3]:
+        raise ValueError(f"query and key/value must have one head dim D {shapes}")
+    if 0 in query.shape or 0 in key.shape:
+        raise ValueError(f"query and key must not have an empty dimension {shapes}")
+    if key.shape[1] != query.shape[1] and enable_gqa and query.shape[1] % key.shape[1] != 0:
+        raise ValueError(f"query's {query.shape[1]} heads must be a multiple of key's {key.shape[1]} {shapes}")
     if key.shape[1] != query.shape[1] and not enable_gqa:
         raise ValueError(f"query has {query.shape[1]} heads and key {key.shape[1]}: pass enable_gqa=True for GQA "
                          f"(query {tuple(query.shape)}, key {tuple(key.shape)})")
