@@ -165,7 +165,7 @@ class DistConfig:
     def from_any(cls, cfg: Any = None, *, strict: bool = True) -> "DistConfig":
         """Build from None, a DistConfig, a mapping (unknown keys raise when strict) or an object.
 
-        >>> DistConfig.from_any({"diloco_h": 8, "wire_dtype": "bf16"}).diloco_h
+        >>> DistConfig.from_any({"mode": "diloco", "diloco_h": 8, "wire_dtype": "bf16"}).diloco_h
         8
         >>> DistConfig.from_any({"bucketmb": 1})
         Traceback (most recent call last):
