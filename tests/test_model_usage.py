@@ -12,15 +12,15 @@ import pytest
 
 from homeforge import Model, ModelConfig
 
+from test_model import tiny as tiny_model  # the reference suite's tiny config (that module skips without torch)
+
 torch = pytest.importorskip("torch", reason="torch is the reference implementation")
 transformers = pytest.importorskip("transformers", reason="transformers' LlamaForCausalLM is the reference")
 pytestmark = pytest.mark.usefixtures("torch_single_thread")
 
 
 def tiny(**kw) -> ModelConfig:
-    base = dict(vocab_size=61, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, ffn_hidden=40, max_seq_len=64)
-    base.update(kw)
-    return ModelConfig(**base)
+    return tiny_model(**{"vocab_size": 61, "ffn_hidden": 40, "max_seq_len": 64, **kw})
 
 
 def loud(m: Model, seed: int = 0) -> Model:
