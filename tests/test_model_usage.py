@@ -178,6 +178,13 @@ def test_export_hf_leaves_other_files_alone(tmp_path):
     with pytest.raises(OSError, match="not a directory"):
         export_hf(m, tok, tmp_path / "file")
     assert (tmp_path / "file").read_text() == "x"
+    # A tokenizer with no tokenizer.json form: the export fails and changes nothing already there.
+    custom = Tokenizer(tok.mergeable_ranks(), r"\p{L}+|\s+|[^\p{L}\s]+", {"<|endoftext|>": tok.eot_token})
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    other = Model(tiny(vocab_size=tok.n_vocab), seed=5)
+    with pytest.raises(ValueError):
+        export_hf(other, custom, out)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
 
 
 def test_vocab_limit_samples_only_ids_below_it():

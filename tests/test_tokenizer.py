@@ -365,6 +365,26 @@ def test_version_1_files_still_load_with_header_checks(toks, tmp_path):
             Tokenizer.load(bad)
 
 
+def test_files_saved_with_word_class_patterns_still_load(toks, tmp_path):
+    """New patterns refuse \\w and \\b (tiktoken's Rust regex means something else by them), but
+    a file written before that check keeps loading, with the meaning it was trained with (Python's
+    re): its pieces are those of re.findall on the pattern."""
+    import re
+
+    pat = r"\w+|\s+|[^\w\s]+"
+    with pytest.raises(ValueError, match=r"\\w"):
+        Tokenizer(toks["gpt2"].mergeable_ranks(), pat)
+    data = _with_header(_v1_bytes(toks["gpt2"]), lambda h: h.update(pattern=pat))
+    (tmp_path / "old.hft").write_bytes(data)
+    old = Tokenizer.load(tmp_path / "old.hft")
+    text = "naïve café_au lait, 42 times!"
+    whole = tiktoken.Encoding("whole_piece", pat_str=r"[\s\S]+", mergeable_ranks=toks["gpt2"].mergeable_ranks(),
+                              special_tokens={})  # BPE of one piece, no pre-tokenization
+    assert old.encode_ordinary(text) == [i for piece in re.findall(pat, text) for i in whole.encode_ordinary(piece)]
+    old.save(tmp_path / "again.hft")  # and it saves and loads again
+    assert Tokenizer.load(tmp_path / "again.hft").encode_ordinary(text) == old.encode_ordinary(text)
+
+
 def test_tiktoken_rank_files(toks, tmp_path):
     tok = toks["cl100k"]
     p = tmp_path / "x.tiktoken"

@@ -99,8 +99,9 @@ Model::Model(const Config& c) : cfg_(c) {
 
 Model::Busy::Busy(Model& m) : m_(m) {
   if (m.busy_thread_.load() == std::this_thread::get_id())
-    throw std::runtime_error("the model is already running a call on this thread (forward, backward or decode, "
-                             "e.g. from inside a gradient hook); it cannot start another until that one returns");
+    throw std::runtime_error("the model is already running a call on this thread (e.g. a gradient hook called "
+                             "forward, loss, decode or zero_grad from inside forward_backward); it cannot start "
+                             "another until that one returns");
   lock_ = std::unique_lock<std::mutex>(m.busy_mutex_);
   m.busy_thread_.store(std::this_thread::get_id());
 }

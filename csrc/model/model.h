@@ -117,9 +117,10 @@ class Model {
   // Runs all layers and the final norm over tokens; returns the plan used.
   Plan& run_forward(const int32_t* tokens, int64_t B, int64_t T, bool train);
 
-  // Calls take turns: they share the workspace, the plan and the KV cache, so two threads running
-  // forward at once used to overwrite each other's activations. A call from the thread that is
-  // already inside one (say a grad-ready hook calling forward) is refused instead of deadlocking.
+  // Calls take turns (forward_backward, forward, loss, decode, zero_grad): they share the workspace,
+  // the plan, the gradients and the KV cache, so two threads running forward at once used to
+  // overwrite each other's activations. A call from the thread that is already inside one (say a
+  // grad-ready hook calling forward or zero_grad) is refused instead of deadlocking.
   class Busy {
    public:
     explicit Busy(Model& m);

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -69,24 +70,35 @@ def _cfg(model: Any) -> dict[str, Any]:
 def export_hf(model: Any, tok: Any, out_dir: str | os.PathLike[str]) -> Path:
     """Write a transformers-loadable directory (model + tokenizer) into ``out_dir``.
 
-    Each file is written atomically (temporary sibling, fsync, rename) and other files already in
-    ``out_dir`` are left alone, as transformers' ``save_pretrained`` does; a path that exists and
-    is not a directory raises OSError.
+    All four files are first written (and fsynced) into a temporary directory inside ``out_dir``,
+    then renamed into place, so a failure (say a tokenizer that has no tokenizer.json form) changes
+    nothing, and a crash leaves at worst some new files beside old ones. Other files already in
+    ``out_dir`` are left alone, as transformers' ``save_pretrained`` does; a path that exists and is
+    not a directory raises OSError.
     """
+    from .model import remove_stale_shards
+
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise OSError(f"export: {out} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    tok.save_hf(out / "tokenizer.json")
-    eot = "<|endoftext|>" if tok.eot_token is not None else None
-    tcfg = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": int(_cfg(model)["max_seq_len"]),
-            "clean_up_tokenization_spaces": False}
-    if eot:
-        tcfg.update({"eos_token": eot, "bos_token": eot, "unk_token": None})
-    with atomic_write(out / "tokenizer_config.json", "w") as f:
-        f.write(json.dumps(tcfg, indent=1))
-    fsync_dir(out)
+    tmp = Path(tempfile.mkdtemp(prefix=".export.", dir=out))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_hf(tmp / "tokenizer.json")
+        eot = "<|endoftext|>" if tok.eot_token is not None else None
+        tcfg = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": int(_cfg(model)["max_seq_len"]),
+                "clean_up_tokenization_spaces": False}
+        if eot:
+            tcfg.update({"eos_token": eot, "bos_token": eot, "unk_token": None})
+        with atomic_write(tmp / "tokenizer_config.json", "w") as f:
+            f.write(json.dumps(tcfg, indent=1))
+        for p in sorted(tmp.iterdir()):
+            os.replace(p, out / p.name)
+        remove_stale_shards(out)
+        fsync_dir(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return out
 
 

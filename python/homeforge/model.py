@@ -218,6 +218,14 @@ def _safetensors_bytes(tensors: dict[str, np.ndarray]) -> bytes:
     return b"".join(parts)
 
 
+def remove_stale_shards(directory: Path) -> None:
+    """A sharded save of another model beside a new model.safetensors is stale: remove its index
+    and shards, as transformers' save_pretrained removes the weight files it did not write."""
+    for stale in [directory / "model.safetensors.index.json",
+                  *directory.glob("model-[0-9][0-9][0-9][0-9][0-9]-of-*.safetensors")]:
+        stale.unlink(missing_ok=True)
+
+
 class Model:
     """A Llama-style decoder with native forward, backward and KV-cache generation.
 
@@ -512,10 +520,7 @@ class Model:
         d.mkdir(parents=True, exist_ok=True)
         _atomic_write_bytes(d / "model.safetensors", _safetensors_bytes(self._pviews))
         _atomic_write_bytes(d / "config.json", (json.dumps(self.hf_config(), indent=2) + "\n").encode())
-        # A sharded save of another model in this directory is now stale: remove its index and
-        # shards, as transformers' save_pretrained removes the weight files it did not write.
-        for stale in [d / "model.safetensors.index.json", *d.glob("model-[0-9][0-9][0-9][0-9][0-9]-of-*.safetensors")]:
-            stale.unlink(missing_ok=True)
+        remove_stale_shards(d)
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike[str], *, dtype: str | None = None,

@@ -97,8 +97,12 @@ def _ranges_text(ranges: list[tuple[int, int]]) -> str:
     return "".join(esc(a) if a == b else f"{esc(a)}-{esc(b)}" for a, b in ranges)
 
 
-def _translate_regex(pattern: str) -> str:
-    r"""Rewrite \p{X}, \P{X}, \pX, \s, \S and $ for Python's re (see the module docstring)."""
+def _translate_regex(pattern: str, saved: bool = False) -> str:
+    r"""Rewrite \p{X}, \P{X}, \pX, \s, \S and $ for Python's re (see the module docstring).
+
+    \w, \W, \b and \B are refused in a new pattern (their meaning differs from tiktoken's); a
+    ``saved`` pattern, from a file written before that check, keeps Python's meaning, so every
+    tokenizer file ever written still loads and encodes as it did."""
     cats = _category_ranges()
     out: list[str] = []
     i, n, in_class, class_start = 0, len(pattern), False, 0
@@ -137,7 +141,7 @@ def _translate_regex(pattern: str) -> str:
                     out.append(("[^" if nxt == "P" else "[") + _ranges_text(ranges) + "]")
                 i = j
                 continue
-            if nxt in "wWbB":
+            if nxt in "wWbB" and not saved:
                 raise ValueError(
                     f"custom pattern: \\{nxt} at offset {i} is not supported: Python's re and tiktoken's Rust "
                     "regex define it differently (Rust's \\w is [\\p{Alphabetic}\\p{M}\\p{Nd}\\p{Pc}\\p{Join_Control}] "
@@ -179,9 +183,9 @@ def _translate_regex(pattern: str) -> str:
 
 
 @functools.lru_cache(maxsize=32)
-def _compile_custom(pattern: str) -> re.Pattern[str]:
+def _compile_custom(pattern: str, saved: bool = False) -> re.Pattern[str]:
     try:
-        return re.compile(_translate_regex(pattern))
+        return re.compile(_translate_regex(pattern, saved))
     except re.error as e:
         raise ValueError(f"custom pattern does not compile with Python's re engine: {e}") from None
 
@@ -298,7 +302,7 @@ class Tokenizer:
     """
 
     def __init__(self, mergeable_ranks: dict[bytes, int] | Iterable[tuple[bytes, int]], pattern: str = "o200k",
-                 special_tokens: dict[str, int] | None = None) -> None:
+                 special_tokens: dict[str, int] | None = None, *, _saved: bool = False) -> None:
         if not isinstance(pattern, str):
             raise TypeError(f"pattern must be a str, got {type(pattern).__name__}")
         special_tokens = dict(special_tokens or {})
@@ -314,7 +318,7 @@ class Tokenizer:
         if name is None:
             if not pattern:
                 raise ValueError("pattern must not be empty")
-            self._rx = _compile_custom(pattern)
+            self._rx = _compile_custom(pattern, _saved)
         self._pattern = name or pattern
         self._bpe = _core.Bpe(mergeable_ranks, name or "custom", special_tokens)
         self._special = {t: i for t, i in self._bpe.specials()}
@@ -673,7 +677,7 @@ class Tokenizer:
             except (ValueError, binascii.Error):
                 raise ValueError(f"{where}: corrupt rank line {i + 3}") from None
         try:
-            return cls(ranks, header["pattern"], specials)
+            return cls(ranks, header["pattern"], specials, _saved=True)
         except (ValueError, TypeError) as e:
             raise ValueError(f"{where}: corrupt tokenizer file: {e}") from None
 
