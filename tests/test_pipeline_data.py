@@ -141,6 +141,40 @@ def test_prepare_resumes_to_identical_shards(tmp_path, tok):
                 assert (out / s["file"]).read_bytes() == (tmp_path / "whole" / s["file"]).read_bytes()
 
 
+def _expected_units(raw: bytes, doc_unit: str) -> list[str]:
+    # Independent rules: newlines normalised; "line": every non-blank line; "paragraph": runs of
+    # non-blank lines separated by blank ones.
+    lines = raw.decode().replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if doc_unit == "line":
+        return [ln + "\n" for ln in lines if ln.strip()]
+    paras, cur = [], []
+    for ln in lines + [""]:
+        if ln.strip():
+            cur.append(ln + "\n")
+        elif cur:
+            paras.append("".join(cur))
+            cur = []
+    return paras
+
+
+@pytest.mark.parametrize("doc_unit,raw", [
+    ("line", b"".join(b"l%03da\rl%03db\rl%03dc\n" % (i, i, i) for i in range(50))),
+    ("paragraph", b"".join(b"a%02d\r\rb%02d\n" % (i, i) for i in range(30))),
+    ("paragraph", b"p1\rp1b\r\r\rp2\r\nx\r\n\rq\r"),
+])
+@pytest.mark.parametrize("chunk_bytes", [1, 5, 7, 13, 64, 1 << 20])
+def test_lone_cr_lines_survive_any_chunk_size(tmp_path, tok, doc_unit, raw, chunk_bytes):
+    # A chunk may end after any piece of a physical line that lone \r splits: nothing may be lost.
+    (tmp_path / "in.txt").write_bytes(raw)
+    out = tmp_path / "out"
+    m = prepare([tmp_path / "in.txt"], out, tok,
+                config=PrepareConfig(doc_unit=doc_unit, chunk_bytes=chunk_bytes, val_fraction=0.0))
+    want = _expected_units(raw, doc_unit)
+    assert _docs_from_shards(out, m, tok, "train") == want
+    assert m["splits"]["train"]["docs"] == len(want)
+    assert m["counts"]["bytes_in"] == len(raw)
+
+
 def test_prepare_errors(tmp_path, tok):
     with pytest.raises(FileNotFoundError, match="missing.txt"):
         prepare([tmp_path / "missing.txt"], tmp_path / "o1", tok)

@@ -170,15 +170,17 @@ def iter_documents(path: Path, *, src_index: int = 0, start: tuple[int, int] = (
             yield from _file_blocks(f, path, src_index, offset, line_no, max_doc_bytes, stats)
             return
         for raw in f:
+            line_start = offset
             offset += len(raw)
             line_no += 1
-            stats.bytes_in += len(raw)
             try:
                 text = raw.decode("utf-8", errors="strict")
             except UnicodeDecodeError as e:
+                stats.bytes_in += len(raw)
                 stats.report_bad(path, line_no, f"invalid UTF-8 at byte {e.start} of the line")
                 continue
             if is_jsonl:
+                stats.bytes_in += len(raw)
                 if not text.strip():
                     stats.empty_lines += 1
                     continue
@@ -200,21 +202,28 @@ def iter_documents(path: Path, *, src_index: int = 0, start: tuple[int, int] = (
                 if doc:
                     yield doc, (src_index, offset, line_no)
                 continue
-            # plain text: one physical line (possibly with internal lone \r, which also ends lines)
-            pieces = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-            if pieces and pieces[-1] == "":
-                pieces.pop()
-            for piece in pieces:
+            # plain text: one physical line, which lone \r splits into several lines. Each piece has
+            # its own end position (byte offset after its \r; line number of the last complete
+            # physical line), so a chunk that ends after a piece resumes at the next piece.
+            body = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1] if raw.endswith((b"\n", b"\r")) else raw
+            parts = body.split(b"\r")
+            piece_end = line_start
+            for i, part in enumerate(parts):
+                last = i == len(parts) - 1
+                here = (src_index, offset, line_no) if last else (src_index, piece_end + len(part) + 1, line_no - 1)
+                stats.bytes_in += here[1] - piece_end
+                piece_end = here[1]
+                piece = part.decode("utf-8")  # \r is never inside a UTF-8 sequence: the parts decode
                 if not piece.strip():
                     stats.empty_lines += 1
                     if doc_unit == "paragraph" and buf:
                         doc = "".join(buf)
                         buf, buf_bytes = [], 0
-                        yield doc, (src_index, offset, line_no)
+                        yield doc, here
                     continue
                 stats.lines_kept += 1
                 if doc_unit == "line":
-                    yield piece + "\n", (src_index, offset, line_no)
+                    yield piece + "\n", here
                     continue
                 buf.append(piece + "\n")
                 buf_bytes += len(piece) + 1
