@@ -34,7 +34,7 @@ CLI_HELP: dict[str, str] = {
     "data prepare --jsonl-field": "field of each jsonl record holding the text",
     "data prepare --doc-unit": "what one document is in plain-text files (dedup and the split work per document)",
     "data prepare --val-fraction": "fraction of documents sent to validation (by hash: deterministic)",
-    "data prepare --shard-tokens": "tokens per shard file",
+    "data prepare --shard-tokens": "tokens per shard file (at most 2^32)",
     "data prepare --no-dedup": "keep exact duplicate documents",
     "data prepare --overwrite": "redo a finished preparation (otherwise it is reused or resumed)",
     "train --config": "the run's TOML file (docs/config.md)",

@@ -226,6 +226,14 @@ def test_resume_via_cli_and_errors(run, tmp_path):
     assert sorted(q.name for q in (out / "checkpoints").iterdir()) == ["step_00000001"]
 
 
+def test_data_prepare_bounds_shard_tokens(tmp_path):
+    (tmp_path / "a.txt").write_text("some text\n")
+    p = hf("data", "prepare", tmp_path / "a.txt", "--tokenizer", tmp_path / "tok.hftok", "--out", tmp_path / "d",
+           "--shard-tokens", "1000000000000", check=False)
+    assert p.returncode == 2 and "--shard-tokens" in p.stderr and "<= 4294967296" in p.stderr
+    assert "Traceback" not in p.stderr and not (tmp_path / "d").exists()
+
+
 def test_tokenizer_subcommands_are_wired():
     import importlib.util
 

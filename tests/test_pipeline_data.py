@@ -196,6 +196,8 @@ def test_prepare_errors(tmp_path, tok):
         prepare([tmp_path / "ok.txt"], tmp_path / "o3", t2)
     with pytest.raises(ValueError, match="doc_unit"):
         prepare([tmp_path / "ok.txt"], tmp_path / "o3", tok, config=PrepareConfig(doc_unit="page"))
+    with pytest.raises(ValueError, match="shard_tokens .*--shard-tokens.* at most 4294967296"):
+        prepare([tmp_path / "ok.txt"], tmp_path / "o3", tok, config=PrepareConfig(shard_tokens=10**12))
     with pytest.raises(FileNotFoundError, match="no prepared data"):
         TokenLoader(tmp_path / "o3", seq_len=4, batch_size=1)
     (tmp_path / "o4").mkdir()

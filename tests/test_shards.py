@@ -40,6 +40,21 @@ def test_writer_rolls_shards(tmp_path):
     assert np.concatenate([read_shard(p) for p in paths]).tolist() == list(range(20))
 
 
+def test_shard_tokens_is_bounded_and_the_buffer_grows_with_the_data(tmp_path):
+    for bad in (0, -1, 2**32 + 1, 10**12):
+        with pytest.raises(ValueError, match=r"shard_tokens must be in \[1, 4294967296\]"):
+            ShardWriter(tmp_path, "x", 1000, HASH, shard_tokens=bad)
+    with pytest.raises(TypeError, match="shard_tokens must be an int"):
+        ShardWriter(tmp_path, "x", 1000, HASH, shard_tokens=2.5)
+    # the largest limit allocates nothing like 2**32 tokens up front (that would be 8 GiB here)
+    w = ShardWriter(tmp_path, "big", 1000, HASH, shard_tokens=2**32)
+    ids = np.arange(300_000) % 1000
+    w.add(ids[:5])
+    w.add(ids[5:])
+    (path,) = w.close()
+    assert np.array_equal(read_shard(path, verify=True), ids)
+
+
 def test_bad_input_and_corruption(tmp_path):
     with pytest.raises(ValueError, match=r"token ids must be in \[0, 10\), got min 0 and max 10"):
         write_shard(tmp_path / "b.bin", np.array([0, 10]), 10, HASH)

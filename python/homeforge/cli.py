@@ -29,8 +29,8 @@ from typing import Any, Sequence
 __all__ = ["main", "build_parser"]
 
 
-def _int_at_least(low: int) -> Any:
-    """An argparse type: an int >= ``low`` (argparse names the flag in its error)."""
+def _int_at_least(low: int, high: int | None = None) -> Any:
+    """An argparse type: an int >= ``low`` (and <= ``high``; argparse names the flag in its error)."""
     def parse(text: str) -> int:
         try:
             v = int(text)
@@ -38,6 +38,8 @@ def _int_at_least(low: int) -> Any:
             raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
         if v < low:
             raise argparse.ArgumentTypeError(f"must be >= {low}, got {v}")
+        if high is not None and v > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high}, got {v}")
         return v
 
     parse.__name__ = "int"
@@ -53,6 +55,8 @@ def _add_sampling(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .shards import MAX_SHARD_TOKENS
+
     ap = argparse.ArgumentParser(prog="homeforge", description="Train small language models on CPUs.")
     ap.add_argument("--threads", type=int, default=None, help="threads for homeforge's kernels (default: all cores)")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -88,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--doc-unit", choices=["file", "paragraph", "line"], default="file")
     q.add_argument("--val-fraction", type=float, default=0.005)
     q.add_argument("--include", nargs="*", default=[], help="name globs for files inside folders, e.g. '*.txt'")
-    q.add_argument("--shard-tokens", type=int, default=1 << 26)
+    q.add_argument("--shard-tokens", type=_int_at_least(1, MAX_SHARD_TOKENS), default=1 << 26,
+                   help="tokens per shard file (default 2^26, at most 2^32)")
     q.add_argument("--no-dedup", action="store_true")
     q.add_argument("--overwrite", action="store_true")
 

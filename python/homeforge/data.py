@@ -57,7 +57,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ._atomic import atomic_write
-from .shards import ShardWriter, read_shard, shard_info
+from .shards import MAX_SHARD_TOKENS, ShardWriter, read_shard, shard_info
 
 __all__ = ["PrepareConfig", "prepare", "clean_lines", "iter_documents", "expand_inputs", "TokenLoader",
            "load_manifest", "TOKEN_DTYPE"]
@@ -308,6 +308,9 @@ class PrepareConfig:
         for name in ("max_doc_bytes", "chunk_bytes", "shard_tokens", "batch_docs"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.shard_tokens > MAX_SHARD_TOKENS:
+            raise ValueError(f"shard_tokens (--shard-tokens) must be at most {MAX_SHARD_TOKENS} (2**32), "
+                             f"got {self.shard_tokens}")
 
 
 def _load_tokenizer(tokenizer: Any) -> Any:

@@ -45,8 +45,13 @@ VERSION = 1
 HEADER_SIZE = 64
 _HEADER = struct.Struct("<8sIIQQII24s")
 assert _HEADER.size == HEADER_SIZE
+#: Largest ``shard_tokens`` a :class:`ShardWriter` accepts: 2**32 tokens (16 GiB of uint32 per shard;
+#: keep shards far smaller, the default is 2**26). The writer's buffer grows with the data, so a
+#: large limit costs memory only when that many tokens arrive.
+MAX_SHARD_TOKENS = 1 << 32
+_INITIAL_BUFFER = 1 << 16
 
-__all__ = ["ShardInfo", "ShardWriter", "read_shard", "shard_info", "token_dtype", "write_shard"]
+__all__ = ["MAX_SHARD_TOKENS", "ShardInfo", "ShardWriter", "read_shard", "shard_info", "token_dtype", "write_shard"]
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -131,6 +136,13 @@ def read_shard(path: str | os.PathLike[str], *, verify: bool = False) -> np.ndar
     return tokens
 
 
+def _check_shard_tokens(shard_tokens: int) -> None:
+    if isinstance(shard_tokens, bool) or not isinstance(shard_tokens, (int, np.integer)):
+        raise TypeError(f"shard_tokens must be an int, got {type(shard_tokens).__name__}")
+    if not 1 <= shard_tokens <= MAX_SHARD_TOKENS:
+        raise ValueError(f"shard_tokens must be in [1, {MAX_SHARD_TOKENS}] (2**32), got {shard_tokens}")
+
+
 class ShardWriter:
     """Stream tokens into numbered shards of ``shard_tokens`` tokens each.
 
@@ -143,8 +155,7 @@ class ShardWriter:
 
     def __init__(self, directory: str | os.PathLike[str], prefix: str, vocab_size: int, tokenizer_hash: str,
                  shard_tokens: int = 1 << 26, start_index: int = 0) -> None:
-        if shard_tokens < 1:
-            raise ValueError(f"shard_tokens must be >= 1, got {shard_tokens}")
+        _check_shard_tokens(shard_tokens)
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.prefix, self.vocab_size, self.tokenizer_hash = prefix, vocab_size, tokenizer_hash
@@ -154,7 +165,7 @@ class ShardWriter:
         self.index = start_index
         self.paths: list[Path] = []
         self.n_tokens = 0
-        self._buf = np.empty(shard_tokens, dtype=self.dtype)
+        self._buf = np.empty(min(shard_tokens, _INITIAL_BUFFER), dtype=self.dtype)  # grows up to shard_tokens
         self._fill = 0
         self._closed = False
 
@@ -167,6 +178,10 @@ class ShardWriter:
         pos = 0
         while pos < tokens.size:
             take = min(tokens.size - pos, self.shard_tokens - self._fill)
+            if self._fill + take > self._buf.size:
+                grown = np.empty(min(self.shard_tokens, max(2 * self._buf.size, self._fill + take)), dtype=self.dtype)
+                grown[:self._fill] = self._buf[:self._fill]
+                self._buf = grown
             self._buf[self._fill:self._fill + take] = tokens[pos:pos + take]
             self._fill += take
             pos += take
