@@ -234,6 +234,16 @@ def test_data_prepare_bounds_shard_tokens(tmp_path):
     assert "Traceback" not in p.stderr and not (tmp_path / "d").exists()
 
 
+def test_data_prepare_prints_an_empty_validation_split_warning(tmp_path):
+    tok = Tokenizer.train(["some text\nmore text\n"], 280, special_tokens=(EOT,))
+    tok.save(tmp_path / "tok.hftok")
+    (tmp_path / "a.txt").write_text("some text\nmore text\n")  # one document (doc_unit "file")
+    p = hf("data", "prepare", tmp_path / "a.txt", "--tokenizer", tmp_path / "tok.hftok", "--out", tmp_path / "d",
+           "--val-fraction", "0.001", check=False)
+    assert p.returncode == 0 and "val 0 tokens" in p.stdout
+    assert "homeforge: warning: the validation split is empty" in p.stderr and "--doc-unit" in p.stderr
+
+
 def test_tokenizer_subcommands_are_wired():
     import importlib.util
 

@@ -175,6 +175,32 @@ def test_lone_cr_lines_survive_any_chunk_size(tmp_path, tok, doc_unit, raw, chun
     assert m["counts"]["bytes_in"] == len(raw)
 
 
+def _hash_fraction(doc: str) -> float:
+    return int.from_bytes(hashlib.blake2b(doc.encode(), digest_size=16).digest()[:8], "little") / 2**64
+
+
+def test_all_or_nothing_split_of_few_documents_is_reported(tmp_path, tok):
+    # One small file with doc_unit="file" is one document: it goes whole to one split.
+    doc = next(d for d in (f"only document {i}\nsecond line\n" for i in range(100)) if 0.2 < _hash_fraction(d) < 0.8)
+    (tmp_path / "one.txt").write_text(doc)
+    f = _hash_fraction(doc)
+    with pytest.raises(ValueError, match=r"empty train split: all 1 document.*--doc-unit.*--val-fraction"):
+        prepare([tmp_path / "one.txt"], tmp_path / "o1", tok, config=PrepareConfig(val_fraction=f + 0.1))
+    assert not (tmp_path / "o1" / "manifest.json").exists() and not any((tmp_path / "o1").glob("*.bin"))
+    m = prepare([tmp_path / "one.txt"], tmp_path / "o2", tok, config=PrepareConfig(val_fraction=f - 0.1))
+    assert m["splits"]["val"]["docs"] == 0 and m["splits"]["train"]["docs"] == 1
+    assert len(m["warnings"]) == 1 and "validation split is empty" in m["warnings"][0]
+    m = prepare([tmp_path / "one.txt"], tmp_path / "o3", tok, config=PrepareConfig(val_fraction=0.0))
+    assert m["warnings"] == []
+    # the suggested fix: smaller documents
+    lines = [f"line number {i}\n" for i in range(200)]
+    (tmp_path / "many.txt").write_text("".join(lines))
+    m = prepare([tmp_path / "many.txt"], tmp_path / "o4", tok, config=PrepareConfig(doc_unit="line", val_fraction=0.3))
+    want_val = sum(_hash_fraction(ln) < 0.3 for ln in lines)
+    assert m["splits"]["val"]["docs"] == want_val and m["splits"]["train"]["docs"] == 200 - want_val
+    assert m["warnings"] == []
+
+
 def test_prepare_errors(tmp_path, tok):
     with pytest.raises(FileNotFoundError, match="missing.txt"):
         prepare([tmp_path / "missing.txt"], tmp_path / "o1", tok)

@@ -167,6 +167,8 @@ def _run(args: argparse.Namespace) -> int:
               f"val {m['splits']['val']['tokens']} tokens -> {args.out}")
         for line in m["bad_lines"][:20]:
             print(f"  bad line: {line}", file=sys.stderr)
+        for w in m.get("warnings", []):
+            print(f"homeforge: warning: {w}", file=sys.stderr)
         return 0
     if cmd == "train":
         from .config import RunConfig

@@ -378,6 +378,11 @@ def prepare(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike
     :class:`homeforge.Tokenizer` or the path of a saved one; it must have ``<|endoftext|>``.
     Calling again after an interruption resumes; calling again after completion returns the
     existing manifest when the inputs and settings are unchanged (``overwrite=True`` redoes it).
+
+    Each document goes whole to one split, so a corpus of few documents (one small file with the
+    default ``doc_unit="file"`` is one document) splits all-or-nothing: an empty train split is a
+    ValueError; an empty validation split although ``val_fraction > 0`` is reported in
+    ``manifest["warnings"]`` (the CLI prints it) and training then has no validation loss.
     """
     cfg = config or PrepareConfig()
     cfg.validate()
@@ -522,6 +527,19 @@ def prepare(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike
         _clear_prepared(out)
         raise ValueError(f"empty corpus: no text left in {len(sources)} input file(s) after cleaning "
                          f"({stats.bad_lines} bad lines, {stats.empty_lines} empty lines)")
+    unit = {"file": "a whole file (or 1 MiB of it)", "paragraph": "a paragraph", "line": "a line"}[cfg.doc_unit]
+    if splits["train"]["docs"] == 0:
+        _clear_prepared(out)
+        raise ValueError(f"empty train split: all {stats.docs} document(s) went to validation (val_fraction "
+                         f"{cfg.val_fraction}; each document goes whole to one split, and a document is {unit}). "
+                         "Use smaller documents (doc_unit='paragraph' or 'line', --doc-unit), more input files, "
+                         "or a smaller val_fraction (--val-fraction)")
+    warnings: list[str] = []
+    if splits["val"]["docs"] == 0 and cfg.val_fraction > 0:
+        warnings.append(f"the validation split is empty: none of the {stats.docs} document(s) fell in val_fraction "
+                        f"{cfg.val_fraction} (a document is {unit}); training will report no validation loss. "
+                        "Use smaller documents (--doc-unit paragraph or line), more input files, "
+                        "or a larger --val-fraction")
     tok.save(out / TOKENIZER_FILE)
     manifest = {
         "format": "homeforge-data/1",
@@ -537,6 +555,7 @@ def prepare(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike
         "counts": {"docs": stats.docs, "bytes_in": stats.bytes_in, "lines_kept": stats.lines_kept,
                    "empty_lines": stats.empty_lines, "bad_lines": stats.bad_lines, "duplicates": stats.duplicates},
         "bad_lines": stats.bad[:_MAX_BAD_REPORTED],
+        "warnings": warnings,
     }
     _write_json(out / MANIFEST, manifest)
     (out / PROGRESS).unlink(missing_ok=True)
