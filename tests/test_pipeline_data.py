@@ -201,6 +201,38 @@ def test_all_or_nothing_split_of_few_documents_is_reported(tmp_path, tok):
     assert m["warnings"] == []
 
 
+def test_a_string_include_is_one_pattern(tmp_path, tok):
+    (tmp_path / "src" / "sub").mkdir(parents=True)
+    for name in ("a.py", "b.txt", "sub/c.py", "sub/d.md"):
+        (tmp_path / "src" / name).write_text(f"text of {name}\n")
+    want = sorted(["a.py", "sub/c.py"])
+    for include in ("*.py", ["*.py"], ("*.py",)):
+        got = data.expand_inputs([tmp_path / "src"], include=include)
+        assert sorted(p.relative_to(tmp_path / "src").as_posix() for p in got) == want, include
+    assert PrepareConfig(include="*.py").include == ("*.py",)
+    m = prepare([tmp_path / "src"], tmp_path / "out", tok, config=PrepareConfig(include="*.py", val_fraction=0.0))
+    assert sorted(_docs_from_shards(tmp_path / "out", m, tok, "train")) == ["text of a.py\n", "text of sub/c.py\n"]
+    with pytest.raises(TypeError, match="include must be a glob string"):
+        data.expand_inputs([tmp_path / "src"], include=[3])
+    # a string exclude is one folder, not its characters (the character "/" would exclude everything)
+    got = data.expand_inputs(str(tmp_path / "src"), exclude=str(tmp_path / "src" / "sub"))
+    assert sorted(p.name for p in got) == ["a.py", "b.txt"]
+
+
+def test_a_single_path_is_accepted_as_inputs(tmp_path, tok):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.txt").write_text("alpha\n")
+    for inputs in (str(tmp_path / "src"), tmp_path / "src", str(tmp_path / "src" / "a.txt")):
+        m = prepare(inputs, tmp_path / "out", tok, config=PrepareConfig(val_fraction=0.0), overwrite=True)
+        assert _docs_from_shards(tmp_path / "out", m, tok, "train") == ["alpha\n"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError) as e:
+        prepare(str(tmp_path / "empty"), tmp_path / "o2", tok)
+    assert f"no input files found in {tmp_path / 'empty'}" in str(e.value) and "['/'" not in str(e.value)
+    with pytest.raises(TypeError, match="inputs must be a path or a list of paths"):
+        prepare(3, tmp_path / "o2", tok)
+
+
 def test_prepare_errors(tmp_path, tok):
     with pytest.raises(FileNotFoundError, match="missing.txt"):
         prepare([tmp_path / "missing.txt"], tmp_path / "o1", tok)

@@ -75,11 +75,13 @@ _MAX_BAD_REPORTED = 1000
 # sources and cleaning
 
 
-def expand_inputs(inputs: Sequence[str | os.PathLike[str]], *, include: Sequence[str] = (),
-                  exclude: Sequence[str | os.PathLike[str]] = ()) -> list[Path]:
+def expand_inputs(inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
+                  include: str | Sequence[str] = (),
+                  exclude: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] = ()) -> list[Path]:
     """Files named by ``inputs``: files, folders (recursive; hidden entries skipped; ``include`` globs
-    filter names, e.g. ``["*.py"]``) and glob patterns. Sorted within each input; duplicates dropped.
-    Files inside an ``exclude`` folder (e.g. the output of :func:`prepare`) are left out.
+    filter names, e.g. ``["*.py"]``; one string is one pattern) and glob patterns. ``inputs`` may be
+    one path or a list of them. Sorted within each input; duplicates dropped. Files inside an
+    ``exclude`` folder (e.g. the output of :func:`prepare`) are left out.
 
     >>> expand_inputs(["/definitely/not/here.txt"])
     Traceback (most recent call last):
@@ -88,9 +90,9 @@ def expand_inputs(inputs: Sequence[str | os.PathLike[str]], *, include: Sequence
     """
     out: list[Path] = []
     seen: set[Path] = set()
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
-    skip = [Path(e).resolve() for e in exclude]
+    inputs = _as_list(inputs, "inputs")
+    include = _patterns(include)
+    skip = [Path(e).resolve() for e in _as_list(exclude, "exclude")]
     for item in inputs:
         s = os.fspath(item)
         p = Path(s)
@@ -114,6 +116,34 @@ def expand_inputs(inputs: Sequence[str | os.PathLike[str]], *, include: Sequence
                 seen.add(r)
                 out.append(q)
     return out
+
+
+def _as_list(paths: Any, what: str) -> list[str | os.PathLike[str]]:
+    """One path (str / PathLike) or an iterable of them, as a list (a str is one path, not characters)."""
+    if isinstance(paths, (str, os.PathLike)):
+        return [paths]
+    try:
+        items = list(paths)
+    except TypeError:
+        raise TypeError(f"{what} must be a path or a list of paths, got {type(paths).__name__}") from None
+    for p in items:
+        if not isinstance(p, (str, os.PathLike)):
+            raise TypeError(f"{what} must be a path or a list of paths, got an item {p!r}")
+    return items
+
+
+def _patterns(include: Any) -> tuple[str, ...]:
+    """``include`` name globs as a tuple: one string is one pattern (not its characters)."""
+    if isinstance(include, str):
+        return (include,)
+    try:
+        pats = tuple(include)
+    except TypeError:
+        raise TypeError(f"include must be a glob string or a list of them, got {type(include).__name__}") from None
+    for pat in pats:
+        if not isinstance(pat, str):
+            raise TypeError(f"include must be a glob string or a list of them, got an item {pat!r}")
+    return pats
 
 
 def clean_lines(text: str) -> list[str]:
@@ -297,8 +327,11 @@ class PrepareConfig:
     chunk_bytes: int = 64 << 20
     shard_tokens: int = 1 << 26
     batch_docs: int = 1024
-    include: tuple[str, ...] = ()
+    include: tuple[str, ...] = ()  # name globs for files inside folders; one string is one pattern
     dedup: bool = True
+
+    def __post_init__(self) -> None:
+        self.include = _patterns(self.include)
 
     def validate(self) -> None:
         if self.doc_unit not in ("file", "paragraph", "line"):
@@ -369,7 +402,7 @@ def load_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
     return m
 
 
-def prepare(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str], tokenizer: Any, *,
+def prepare(inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str], tokenizer: Any, *,
             config: PrepareConfig | None = None, num_threads: int | None = None, overwrite: bool = False,
             progress: bool = False, _stop_after_chunks: int | None = None) -> dict[str, Any]:
     """Clean, deduplicate, split and tokenize ``inputs`` into token shards in ``out_dir``.
@@ -392,9 +425,11 @@ def prepare(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike
         raise ValueError("the tokenizer has no <|endoftext|> special token, which separates documents; "
                          "train it with special_tokens=['<|endoftext|>']")
     out = Path(out_dir)
+    inputs = _as_list(inputs, "inputs")
     sources = expand_inputs(inputs, include=cfg.include, exclude=[out])  # never read our own output
     if not sources:
-        raise ValueError(f"no input files found in {list(map(str, inputs))}"
+        raise ValueError(f"no input files found in {', '.join(map(os.fspath, inputs))}"
+                         + (f" matching include {list(cfg.include)}" if cfg.include else "")
                          + (f" (outside the output directory {out})" if out.exists() else ""))
     out.mkdir(parents=True, exist_ok=True)
     tok_hash = tok.hash()

@@ -53,7 +53,7 @@ def stdlib_corpus(max_bytes: int = 8 << 20, root: str | None = None) -> list[Pat
     return out
 
 
-def run_demo(*, corpus: Sequence[str] | None = None, out: str = "runs/demo", steps: int | None = None,
+def run_demo(*, corpus: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None, out: str = "runs/demo", steps: int | None = None,
              minutes: float = 4.0, preset: str = "1m",
              vocab_size: int = 2048, seq_len: int = 128, batch_size: int = 16, max_mb: float = 8.0,
              lr: float = 3e-3, threads: int | None = None, sample_every: int = 0,
@@ -73,8 +73,9 @@ def run_demo(*, corpus: Sequence[str] | None = None, out: str = "runs/demo", ste
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     if corpus:
-        files = expand_inputs(list(corpus))
-        what = ", ".join(map(str, corpus))
+        corpus = [corpus] if isinstance(corpus, (str, os.PathLike)) else list(corpus)  # one path, or several
+        files = expand_inputs(corpus)
+        what = ", ".join(map(os.fspath, corpus))
     else:
         files = stdlib_corpus(int(max_mb * (1 << 20)))
         what = f"Python {sys.version.split()[0]} standard library ({sysconfig.get_paths()['stdlib']})"
