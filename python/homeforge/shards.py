@@ -35,6 +35,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -81,18 +82,25 @@ class ShardInfo:
     tokenizer_hash_prefix: str  # 48 hex digits
 
 
-def write_shard(path: str | os.PathLike[str], tokens: np.ndarray, vocab_size: int, tokenizer_hash: str) -> None:
-    """Write ``tokens`` (any integer array) as one shard, atomically. Ids must be in [0, vocab_size)."""
+def _check_tokens(tokens: Any, vocab_size: int) -> np.ndarray:
+    """``tokens`` as a 1-D integer array with every id in [0, vocab_size) (TypeError / ValueError otherwise;
+    floats and bools are refused rather than truncated)."""
     tokens = np.asarray(tokens)
     if tokens.ndim != 1:
         raise ValueError(f"tokens must be 1-D, got shape {tokens.shape}")
     if tokens.size and not np.issubdtype(tokens.dtype, np.integer):
         raise TypeError(f"tokens must be integers, got {tokens.dtype}")
-    dtype = token_dtype(vocab_size)
     if tokens.size:
         lo, hi = int(tokens.min()), int(tokens.max())
         if lo < 0 or hi >= vocab_size:
             raise ValueError(f"token ids must be in [0, {vocab_size}), got min {lo} and max {hi}")
+    return tokens
+
+
+def write_shard(path: str | os.PathLike[str], tokens: np.ndarray, vocab_size: int, tokenizer_hash: str) -> None:
+    """Write ``tokens`` (any integer array) as one shard, atomically. Ids must be in [0, vocab_size)."""
+    dtype = token_dtype(vocab_size)
+    tokens = _check_tokens(tokens, vocab_size)
     payload = np.ascontiguousarray(tokens, dtype=dtype.newbyteorder("<"))
     header = _HEADER.pack(MAGIC, VERSION, dtype.itemsize, payload.size, vocab_size,
                           zlib.crc32(memoryview(payload).cast("B")), 0, _hash_bytes(tokenizer_hash))
@@ -172,9 +180,7 @@ class ShardWriter:
     def add(self, tokens: np.ndarray) -> None:
         if self._closed:
             raise ValueError("ShardWriter is closed")
-        tokens = np.asarray(tokens)
-        if tokens.size and (int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab_size):
-            raise ValueError(f"token ids must be in [0, {self.vocab_size})")
+        tokens = _check_tokens(tokens, self.vocab_size)
         pos = 0
         while pos < tokens.size:
             take = min(tokens.size - pos, self.shard_tokens - self._fill)
