@@ -244,6 +244,18 @@ def test_data_prepare_prints_an_empty_validation_split_warning(tmp_path):
     assert "homeforge: warning: the validation split is empty" in p.stderr and "--doc-unit" in p.stderr
 
 
+@pytest.mark.parametrize("flags,name", [
+    (["--minutes", "-1"], "--minutes"), (["--minutes", "0"], "--minutes"), (["--steps", "0"], "--steps"),
+    (["--steps", "-3"], "--steps"), (["--seq-len", "0"], "--seq-len"), (["--batch-size", "0"], "--batch-size"),
+    (["--lr", "-1"], "--lr"), (["--lr", "nan"], "--lr"), (["--preset", "nope"], "--preset"),
+    (["--max-mb", "0"], "--max-mb"), (["--sample-every", "-1"], "--sample-every"),
+])
+def test_demo_checks_flags_before_any_work(tmp_path, flags, name):
+    p = hf("demo", *flags, "--out", tmp_path / "demo", check=False)
+    assert p.returncode == 2 and name in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert "[1/4]" not in p.stdout and not (tmp_path / "demo").exists()
+
+
 def test_tokenizer_subcommands_are_wired():
     import importlib.util
 
