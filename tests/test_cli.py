@@ -87,6 +87,24 @@ def test_generate_streams_text(run):
     assert again.stdout == p.stdout  # seeded: reproducible
 
 
+def test_generate_top_k_0_means_no_top_k(run):
+    root, tok = run
+    args = ("generate", "--model", root / "run", "--prompt", "def ", "--max-new-tokens", "20", "--seed", "3")
+    no_cut = hf(*args, "--top-k", "0")
+    # a k at least the vocabulary size cuts nothing either: the same seeded draw
+    assert no_cut.stdout == hf(*args, "--top-k", str(10 * tok.n_vocab)).stdout and no_cut.stdout.startswith("def ")
+
+
+@pytest.mark.parametrize("flags,name", [(["--temperature", "-1"], "--temperature"), (["--top-k", "-2"], "--top-k"),
+                                        (["--top-p", "0"], "--top-p"), (["--top-p", "1.5"], "--top-p"),
+                                        (["--max-new-tokens", "-1"], "--max-new-tokens")])
+def test_sampling_flags_are_checked_before_any_output(tmp_path, flags, name):
+    for cmd in ("generate", "chat"):
+        extra = ["--prompt", "def "] if cmd == "generate" else []
+        p = hf(cmd, "--model", tmp_path / "no-model-needed", *extra, *flags, stdin="hi\n", check=False)
+        assert p.returncode == 2 and name in p.stderr and p.stdout == "", (cmd, flags, p.stdout, p.stderr)
+
+
 def test_chat_reads_stdin(run):
     root, _ = run
     p = hf("chat", "--model", root / "run", "--max-new-tokens", "8", "--seed", "0", stdin="hello\nhow are you\n\n")

@@ -49,7 +49,7 @@ def _int_at_least(low: int, high: int | None = None) -> Any:
 def _add_sampling(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=200)
     p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--top-k", type=int, default=40)
+    p.add_argument("--top-k", type=int, default=40, help="sample among the k most likely tokens (0: no top-k)")
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--seed", type=int, default=None)
 
@@ -181,8 +181,11 @@ def _run(args: argparse.Namespace) -> int:
             print(json.dumps(summary, default=str))
         return 0
     if cmd in ("generate", "chat", "eval", "export"):
-        from .inference import load_model
+        from .inference import check_sampling, load_model
 
+        if cmd in ("generate", "chat"):  # before loading the model or printing anything
+            args.top_k = check_sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                        top_k=args.top_k, top_p=args.top_p)
         model, tok = load_model(args.model)
         if cmd == "generate":
             from .inference import generate_text

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import codecs
 import math
+import numbers
 import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -19,7 +20,7 @@ import numpy as np
 from .checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from .data import TOKENIZER_FILE, clean_lines
 
-__all__ = ["load_model", "StreamingText", "generate_text", "eval_text", "merge_checkpoints"]
+__all__ = ["load_model", "StreamingText", "check_sampling", "generate_text", "eval_text", "merge_checkpoints"]
 
 
 def load_model(path: str | os.PathLike[str]) -> tuple[Any, Any]:
@@ -69,6 +70,34 @@ def _token_bytes_fn(tok: Any) -> Callable[[int], bytes]:
     return lambda i: tok.decode([i]).encode("utf-8")
 
 
+def check_sampling(*, max_new_tokens: Any, temperature: Any, top_k: Any, top_p: Any) -> int | None:
+    """Check the sampling settings before any work (ValueError naming the setting and its CLI flag);
+    returns ``top_k`` with 0 meaning "no top-k" (None).
+
+    >>> check_sampling(max_new_tokens=5, temperature=0.8, top_k=0, top_p=None) is None
+    True
+    >>> check_sampling(max_new_tokens=5, temperature=-1, top_k=40, top_p=None)
+    Traceback (most recent call last):
+    ...
+    ValueError: temperature (--temperature) must be a number >= 0, got -1
+    """
+    def real(v: Any) -> bool:
+        return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+
+    def integer(v: Any) -> bool:
+        return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+    if not integer(max_new_tokens) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens (--max-new-tokens) must be an int >= 0, got {max_new_tokens!r}")
+    if not real(temperature) or not 0 <= temperature < math.inf:
+        raise ValueError(f"temperature (--temperature) must be a number >= 0, got {temperature!r}")
+    if top_k is not None and (not integer(top_k) or top_k < 0):
+        raise ValueError(f"top_k (--top-k) must be an int >= 0 (0: no top-k) or None, got {top_k!r}")
+    if top_p is not None and (not real(top_p) or not 0 < top_p <= 1):
+        raise ValueError(f"top_p (--top-p) must be in (0, 1] or None, got {top_p!r}")
+    return None if top_k is None or top_k == 0 else int(top_k)
+
+
 def generate_text(model: Any, tok: Any, prompt: str, *, max_new_tokens: int = 128, temperature: float = 0.8,
                   top_k: int | None = 40, top_p: float | None = None, seed: int | None = None,
                   on_text: Callable[[str], None] | None = None, stop_at_eot: bool = True) -> str:
@@ -77,7 +106,9 @@ def generate_text(model: Any, tok: Any, prompt: str, *, max_new_tokens: int = 12
     A prompt of ``max_seq_len`` tokens or more keeps its last ``max_seq_len // 2``, and
     ``max_new_tokens`` is capped so that prompt + continuation fit in ``max_seq_len``. Only the
     tokenizer's ids are sampled, also when the model's vocabulary is padded beyond it.
+    ``top_k=0`` (or None) samples without a top-k cut (see :func:`check_sampling`).
     """
+    top_k = check_sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p)
     ids = tok.encode_ordinary(prompt) if prompt else []
     eot = tok.eot_token
     if not ids:
