@@ -210,6 +210,39 @@ def test_merge_is_a_weighted_average(run, tmp_path):
         np.testing.assert_allclose(m.params[k], 0.25 * pa[k].astype(np.float64) + 0.75 * pb[k], rtol=1e-6, atol=1e-7)
     p = hf("generate", "--model", tmp_path / "merged", "--prompt", "x", "--max-new-tokens", "3")
     assert p.stdout.startswith("x")
+    # an existing non-empty --out (here: a live run's checkpoints) is refused unless --overwrite
+    before = sorted(q.name for q in (root / "run" / "checkpoints").iterdir())
+    p = hf("merge", a, b, "--out", root / "run" / "checkpoints", check=False)
+    assert p.returncode == 2 and "already exists and is not empty" in p.stderr and "--overwrite" in p.stderr
+    assert sorted(q.name for q in (root / "run" / "checkpoints").iterdir()) == before
+    p = hf("merge", a, b, "--out", tmp_path / "merged", check=False)
+    assert p.returncode == 2 and "--overwrite" in p.stderr
+    hf("merge", a, b, "--weights", "1", "0", "--out", tmp_path / "merged", "--overwrite")
+    m2 = load_checkpoint(tmp_path / "merged")
+    assert sorted(q.name for q in (tmp_path / "merged").iterdir()) == ["step_00000000"]
+    for k in pa:
+        np.testing.assert_array_equal(m2.params[k], pa[k])
+    (tmp_path / "empty").mkdir()
+    hf("merge", a, b, "--out", tmp_path / "empty")  # an empty directory is fine
+    p = hf("merge", a, b, "--weights", "1", "-2", "--out", tmp_path / "w", check=False)
+    assert p.returncode == 2 and "got [1, -2]" in p.stderr and "np.float64" not in p.stderr
+
+
+def test_merge_names_the_architecture_of_each_checkpoint(tmp_path):
+    from homeforge.checkpoint import save_checkpoint
+    from homeforge.inference import merge_checkpoints
+
+    def ck(name, d_model):
+        mc = {"vocab_size": 10, "d_model": d_model, "n_layers": 1, "n_heads": 1, "n_kv_heads": 1, "ffn_hidden": 8,
+              "max_seq_len": 8}
+        return save_checkpoint(tmp_path / name, 1, params={"w": np.ones(2, np.float32)}, optimizer={},
+                               state={"model_config": mc, "tokenizer_hash": "x"})
+
+    a, b = ck("a", 32), ck("b", 64)
+    with pytest.raises(ValueError) as e:
+        merge_checkpoints([a, b], tmp_path / "m")
+    msg = str(e.value)
+    assert msg.startswith(f"checkpoint {b} is from another architecture") and f"d_model: 64 there, 32 in {a}" in msg
 
 
 def test_resume_via_cli_and_errors(run, tmp_path):

@@ -10,7 +10,7 @@
     homeforge chat --model RUN_OR_CKPT
     homeforge eval --model RUN_OR_CKPT --file TEXT_FILE
     homeforge export --model RUN_OR_CKPT --format hf|gguf --out PATH
-    homeforge merge CKPT CKPT ... [--weights W W ...] --out DIR
+    homeforge merge CKPT CKPT ... [--weights W W ...] --out NEW_DIR [--overwrite]
 
 Errors in the input (bad config, missing files, ...) print ``homeforge: error: ...`` and exit 2.
 
@@ -131,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoints", nargs="+")
     p.add_argument("--weights", type=float, nargs="+", default=None)
     p.add_argument("--out", required=True)
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into an existing non-empty --out (otherwise refused)")
     return ap
 
 
@@ -225,7 +227,7 @@ def _run(args: argparse.Namespace) -> int:
     if cmd == "merge":
         from .inference import merge_checkpoints
 
-        path = merge_checkpoints(args.checkpoints, args.out, args.weights)
+        path = merge_checkpoints(args.checkpoints, args.out, args.weights, overwrite=args.overwrite)
         print(f"merged {len(args.checkpoints)} checkpoints -> {path}")
         return 0
     raise ValueError(f"unknown command {cmd}")

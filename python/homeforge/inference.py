@@ -192,18 +192,24 @@ def eval_text(model: Any, tok: Any, text: str, *, seq_len: int | None = None, ba
 
 
 def merge_checkpoints(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
-                      weights: Sequence[float] | None = None) -> Path:
+                      weights: Sequence[float] | None = None, *, overwrite: bool = False) -> Path:
     """Weighted average of the parameters of checkpoints with the same architecture (and tokenizer),
-    written as a new checkpoint (step 0, no optimizer state) under ``out``. Weights are normalised."""
-    from .trainer import check_architecture
+    written as a new checkpoint (step 0, no optimizer state): ``out/step_00000000``. Weights are
+    normalised. ``out`` must be new or empty (so a merge never lands among a run's checkpoints);
+    ``overwrite=True`` (``--overwrite``) writes into it anyway, replacing an earlier merge there."""
+    from .trainer import ARCH_KEYS
 
+    out_dir = Path(out)
+    if not overwrite and out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise ValueError(f"merge output {out_dir} already exists and is not empty; choose a new directory "
+                         "or pass overwrite=True (--overwrite) to write step_00000000 into it")
     if len(paths) < 2:
         raise ValueError("merge needs at least two checkpoints")
     w = np.asarray(weights if weights is not None else [1.0] * len(paths), dtype=np.float64)
     if w.shape != (len(paths),):
         raise ValueError(f"got {w.size} weights for {len(paths)} checkpoints")
     if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
-        raise ValueError(f"weights must be finite, non-negative and not all zero, got {list(w)}")
+        raise ValueError(f"weights must be finite, non-negative and not all zero, got [{', '.join(f'{x:g}' for x in w)}]")
     w = w / w.sum()
     cks = [load_checkpoint(p) for p in paths]
     first = cks[0]
@@ -211,7 +217,10 @@ def merge_checkpoints(paths: Sequence[str | os.PathLike[str]], out: str | os.Pat
     if mc is None:
         raise ValueError(f"{first.path} has no model_config")
     for ck in cks[1:]:
-        check_architecture(mc, ck.state.get("model_config", {}), f"checkpoint {ck.path}")
+        other = ck.state.get("model_config", {})
+        diffs = [f"{k}: {other.get(k)!r} there, {mc.get(k)!r} in {first.path}" for k in ARCH_KEYS if other.get(k) != mc.get(k)]
+        if diffs:
+            raise ValueError(f"checkpoint {ck.path} is from another architecture ({'; '.join(diffs)})")
         if ck.state.get("tokenizer_hash") != first.state.get("tokenizer_hash"):
             raise ValueError(f"checkpoint {ck.path} uses another tokenizer than {first.path}")
         if set(ck.params) != set(first.params):
