@@ -233,6 +233,22 @@ def test_a_single_path_is_accepted_as_inputs(tmp_path, tok):
         prepare(3, tmp_path / "o2", tok)
 
 
+@pytest.mark.parametrize("doc_unit", ["file", "paragraph", "line"])
+def test_a_leading_bom_is_not_text_and_empty_records_are_counted(tmp_path, tok, doc_unit):
+    bom = "\ufeff".encode()
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_bytes(bom + b"same text\n")
+    (src / "b.txt").write_bytes(b"same text\n")  # the BOM copy and this one are duplicates
+    recs = [{"text": "first record"}, {"text": "   \n\t"}, {"text": ""}, {"text": "second record"}]
+    (src / "c.jsonl").write_bytes(bom + b"".join(json.dumps(r).encode() + b"\n" for r in recs))
+    m = prepare([src], tmp_path / "out", tok, config=PrepareConfig(doc_unit=doc_unit, val_fraction=0.0))
+    assert _docs_from_shards(tmp_path / "out", m, tok, "train") == ["same text\n", "first record\n", "second record\n"]
+    c = m["counts"]
+    assert c["bad_lines"] == 0 and m["bad_lines"] == [] and c["duplicates"] == 1 and c["empty_records"] == 2
+    assert c["bytes_in"] == sum(f.stat().st_size for f in src.iterdir())
+
+
 def test_prepare_errors(tmp_path, tok):
     with pytest.raises(FileNotFoundError, match="missing.txt"):
         prepare([tmp_path / "missing.txt"], tmp_path / "o1", tok)

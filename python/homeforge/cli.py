@@ -165,7 +165,7 @@ def _run(args: argparse.Namespace) -> int:
                     progress=sys.stderr.isatty())
         c = m["counts"]
         print(f"{c['docs']} documents ({c['duplicates']} duplicates, {c['bad_lines']} bad lines, "
-              f"{c['empty_lines']} empty lines dropped); train {m['splits']['train']['tokens']} tokens, "
+              f"{c['empty_lines']} empty lines, {c.get('empty_records', 0)} empty records dropped); train {m['splits']['train']['tokens']} tokens, "
               f"val {m['splits']['val']['tokens']} tokens -> {args.out}")
         for line in m["bad_lines"][:20]:
             print(f"  bad line: {line}", file=sys.stderr)

@@ -5,15 +5,17 @@ folders, globs and jsonl files (one named field per record), cleans it, removes 
 documents, splits train/validation deterministically, tokenizes in parallel and writes token shards
 (:mod:`homeforge.shards`) plus ``manifest.json``. The cleaning rules, in order:
 
-1. bytes are decoded as strict UTF-8 line by line; a line that is not valid UTF-8 (or a jsonl
-   record that is not valid JSON, or whose field is not a string) is dropped and reported by file
-   and line number (``manifest["bad_lines"]``, the first 1,000; ``counts["bad_lines"]`` counts all);
+1. a UTF-8 byte order mark at the start of a file is dropped; bytes are decoded as strict UTF-8
+   line by line; a line that is not valid UTF-8 (or a jsonl record that is not valid JSON, or whose
+   field is not a string) is dropped and reported by file and line number
+   (``manifest["bad_lines"]``, the first 1,000; ``counts["bad_lines"]`` counts all);
 2. newlines are normalised: ``\\r\\n`` and lone ``\\r`` become ``\\n``;
 3. empty (whitespace-only) lines are dropped;
 4. a document is the cleaned lines of one text file (``doc_unit="file"``, split at line boundaries
    past ``max_doc_bytes``), of one paragraph (``"paragraph"``), of one line (``"line"``), or one
-   jsonl record; documents whose exact text was seen before are dropped. The duplicate filter keeps
-   a set of 16-byte BLAKE2b digests (memory: ~90 bytes per distinct document);
+   jsonl record (one whose text is empty after cleaning is counted in ``counts["empty_records"]``);
+   documents whose exact text was seen before are dropped. The duplicate filter keeps a set of
+   16-byte BLAKE2b digests (memory: ~90 bytes per distinct document);
 5. a document goes to validation when the first 8 bytes of its digest, read as a fraction of 2**64,
    fall below ``val_fraction``: deterministic, independent of order and of the thread count.
 
@@ -69,6 +71,7 @@ PROGRESS = ".progress.json"
 TOKENIZER_FILE = "tokenizer.hftok"
 _JSONL_SUFFIXES = (".jsonl", ".ndjson")
 _MAX_BAD_REPORTED = 1000
+_BOM = b"\xef\xbb\xbf"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -163,6 +166,7 @@ class _Stats:
     lines_kept: int = 0
     empty_lines: int = 0
     bad_lines: int = 0
+    empty_records: int = 0
     duplicates: int = 0
     bad: list[str] = field(default_factory=list)
 
@@ -203,6 +207,9 @@ def iter_documents(path: Path, *, src_index: int = 0, start: tuple[int, int] = (
             line_start = offset
             offset += len(raw)
             line_no += 1
+            if line_start == 0 and raw.startswith(_BOM):  # a UTF-8 byte order mark is not text
+                stats.bytes_in += len(_BOM)
+                raw, line_start = raw[len(_BOM):], len(_BOM)
             try:
                 text = raw.decode("utf-8", errors="strict")
             except UnicodeDecodeError as e:
@@ -231,6 +238,8 @@ def iter_documents(path: Path, *, src_index: int = 0, start: tuple[int, int] = (
                 doc = _clean_counted(value, stats)
                 if doc:
                     yield doc, (src_index, offset, line_no)
+                else:
+                    stats.empty_records += 1
                 continue
             # plain text: one physical line, which lone \r splits into several lines. Each piece has
             # its own end position (byte offset after its \r; line number of the last complete
@@ -274,6 +283,9 @@ def _file_blocks(f: Any, path: Path, src_index: int, offset: int, line_no: int, 
         block = f.read(block_bytes)
         if not block:
             return
+        if offset == 0 and block.startswith(_BOM):  # a UTF-8 byte order mark is not text
+            stats.bytes_in += len(_BOM)
+            offset, block = len(_BOM), block[len(_BOM):]
         if not block.endswith(b"\n"):
             block += f.readline()
         stats.bytes_in += len(block)
@@ -588,7 +600,8 @@ def prepare(inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], o
         "splits": splits,
         "chunks": len(state["chunks"]),
         "counts": {"docs": stats.docs, "bytes_in": stats.bytes_in, "lines_kept": stats.lines_kept,
-                   "empty_lines": stats.empty_lines, "bad_lines": stats.bad_lines, "duplicates": stats.duplicates},
+                   "empty_lines": stats.empty_lines, "bad_lines": stats.bad_lines,
+                   "empty_records": stats.empty_records, "duplicates": stats.duplicates},
         "bad_lines": stats.bad[:_MAX_BAD_REPORTED],
         "warnings": warnings,
     }
