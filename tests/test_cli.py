@@ -307,6 +307,21 @@ def test_demo_checks_flags_before_any_work(tmp_path, flags, name):
     assert "[1/4]" not in p.stdout and not (tmp_path / "demo").exists()
 
 
+def test_a_malformed_hf_config_json_is_named(tmp_path):
+    from homeforge.inference import load_model
+
+    d = tmp_path / "hf"
+    d.mkdir()
+    (d / "config.json").write_text('{"model_type": "llama",')
+    with pytest.raises(ValueError, match=f"{d / 'config.json'}: malformed config.json"):
+        load_model(d)
+    (d / "config.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match=f"{d / 'config.json'}: malformed config.json \\(a JSON list"):
+        load_model(d)
+    p = hf("generate", "--model", d, "--prompt", "x", check=False)
+    assert p.returncode == 2 and str(d / "config.json") in p.stderr and "Traceback" not in p.stderr
+
+
 def test_tokenizer_subcommands_are_wired():
     import importlib.util
 

@@ -373,6 +373,19 @@ def test_loader_errors(tmp_path):
         TokenLoader(paths, seq_len=8, batch_size=4)
     with pytest.raises(ValueError, match="rank"):
         TokenLoader(paths, seq_len=2, batch_size=1, rank=2, world_size=2)
+    for kw, name in (({"seq_len": 2.5}, "seq_len"), ({"batch_size": 1.0}, "batch_size"), ({"seq_len": True}, "seq_len"),
+                     ({"grad_accum": "2"}, "grad_accum"), ({"seed": 0.5}, "seed")):
+        args = {"seq_len": 2, "batch_size": 1, **kw}
+        with pytest.raises(TypeError, match=f"{name} must be an int"):
+            TokenLoader(paths, args.pop("seq_len"), args.pop("batch_size"), **args)
+    L = TokenLoader(paths, seq_len=2, batch_size=1)
+    full = L.state_dict()
+    for key in ("epoch", "cursor", "seed", "seq_len", "n_windows"):
+        part = {k: v for k, v in full.items() if k != key}
+        with pytest.raises(ValueError, match=rf"lacks key\(s\) \['{key}'\]"):
+            L.load_state_dict(part)
+    with pytest.raises(TypeError, match="must be a dict"):
+        L.load_state_dict([("epoch", 0)])
     bad = tmp_path / "train_000000.bin"
     bad.write_bytes(bad.read_bytes()[:-3])
     with pytest.raises(ValueError, match="truncated"):

@@ -644,6 +644,10 @@ class TokenLoader:
     def __init__(self, source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], seq_len: int,
                  batch_size: int, *, split: str = "train", seed: int = 0, rank: int = 0, world_size: int = 1,
                  shuffle: bool = True, grad_accum: int = 1) -> None:
+        for name, v in (("seq_len", seq_len), ("batch_size", batch_size), ("grad_accum", grad_accum),
+                        ("seed", seed), ("rank", rank), ("world_size", world_size)):
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+                raise TypeError(f"{name} must be an int, got {v!r}")
         if seq_len < 1 or batch_size < 1 or grad_accum < 1:
             raise ValueError(f"seq_len, batch_size and grad_accum must be >= 1, got {seq_len}, {batch_size} and {grad_accum}")
         if not 0 <= rank < world_size:
@@ -750,6 +754,11 @@ class TokenLoader:
                 "n_windows": self.n_windows, "global_batch": self.step_windows, "shuffle": int(self.shuffle)}
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
+        if not isinstance(sd, dict):
+            raise TypeError(f"the data position must be a dict (from state_dict()), got {type(sd).__name__}")
+        missing = [k for k in ("epoch", "cursor", "seed", "seq_len", "n_windows") if k not in sd]
+        if missing:
+            raise ValueError(f"the data position lacks key(s) {missing} (it must come from TokenLoader.state_dict())")
         for key in ("seq_len", "n_windows"):
             if int(sd[key]) != getattr(self, key):
                 raise ValueError(f"data position was saved with {key}={sd[key]}, but this loader has "

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import codecs
+import json
 import math
 import numbers
 import os
@@ -34,7 +35,19 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Any, Any]:
     if not p.exists():
         raise FileNotFoundError(f"model not found: {p}")
     if (p / "config.json").is_file() and not (p / "checkpoint.json").is_file():
-        model = Model.from_pretrained(p)
+        cfg_file = p / "config.json"
+        try:
+            hf_cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{cfg_file}: malformed config.json ({e})") from None
+        if not isinstance(hf_cfg, dict):
+            raise ValueError(f"{cfg_file}: malformed config.json (a JSON {type(hf_cfg).__name__}, not an object)")
+        try:
+            model = Model.from_pretrained(p)
+        except ValueError as e:
+            if str(p) in str(e):
+                raise
+            raise ValueError(f"{p}: {e}") from None
         tok_json = p / "tokenizer.json"
         if not tok_json.is_file():
             raise FileNotFoundError(f"{p} has no tokenizer.json")
