@@ -87,6 +87,24 @@ def test_generate_streams_text(run):
     assert again.stdout == p.stdout  # seeded: reproducible
 
 
+def test_generate_top_k_0_means_no_top_k(run):
+    root, tok = run
+    args = ("generate", "--model", root / "run", "--prompt", "def ", "--max-new-tokens", "20", "--seed", "3")
+    no_cut = hf(*args, "--top-k", "0")
+    # a k at least the vocabulary size cuts nothing either: the same seeded draw
+    assert no_cut.stdout == hf(*args, "--top-k", str(10 * tok.n_vocab)).stdout and no_cut.stdout.startswith("def ")
+
+
+@pytest.mark.parametrize("flags,name", [(["--temperature", "-1"], "--temperature"), (["--top-k", "-2"], "--top-k"),
+                                        (["--top-p", "0"], "--top-p"), (["--top-p", "1.5"], "--top-p"),
+                                        (["--max-new-tokens", "-1"], "--max-new-tokens")])
+def test_sampling_flags_are_checked_before_any_output(tmp_path, flags, name):
+    for cmd in ("generate", "chat"):
+        extra = ["--prompt", "def "] if cmd == "generate" else []
+        p = hf(cmd, "--model", tmp_path / "no-model-needed", *extra, *flags, stdin="hi\n", check=False)
+        assert p.returncode == 2 and name in p.stderr and p.stdout == "", (cmd, flags, p.stdout, p.stderr)
+
+
 def test_chat_reads_stdin(run):
     root, _ = run
     p = hf("chat", "--model", root / "run", "--max-new-tokens", "8", "--seed", "0", stdin="hello\nhow are you\n\n")
@@ -192,6 +210,39 @@ def test_merge_is_a_weighted_average(run, tmp_path):
         np.testing.assert_allclose(m.params[k], 0.25 * pa[k].astype(np.float64) + 0.75 * pb[k], rtol=1e-6, atol=1e-7)
     p = hf("generate", "--model", tmp_path / "merged", "--prompt", "x", "--max-new-tokens", "3")
     assert p.stdout.startswith("x")
+    # an existing non-empty --out (here: a live run's checkpoints) is refused unless --overwrite
+    before = sorted(q.name for q in (root / "run" / "checkpoints").iterdir())
+    p = hf("merge", a, b, "--out", root / "run" / "checkpoints", check=False)
+    assert p.returncode == 2 and "already exists and is not empty" in p.stderr and "--overwrite" in p.stderr
+    assert sorted(q.name for q in (root / "run" / "checkpoints").iterdir()) == before
+    p = hf("merge", a, b, "--out", tmp_path / "merged", check=False)
+    assert p.returncode == 2 and "--overwrite" in p.stderr
+    hf("merge", a, b, "--weights", "1", "0", "--out", tmp_path / "merged", "--overwrite")
+    m2 = load_checkpoint(tmp_path / "merged")
+    assert sorted(q.name for q in (tmp_path / "merged").iterdir()) == ["step_00000000"]
+    for k in pa:
+        np.testing.assert_array_equal(m2.params[k], pa[k])
+    (tmp_path / "empty").mkdir()
+    hf("merge", a, b, "--out", tmp_path / "empty")  # an empty directory is fine
+    p = hf("merge", a, b, "--weights", "1", "-2", "--out", tmp_path / "w", check=False)
+    assert p.returncode == 2 and "got [1, -2]" in p.stderr and "np.float64" not in p.stderr
+
+
+def test_merge_names_the_architecture_of_each_checkpoint(tmp_path):
+    from homeforge.checkpoint import save_checkpoint
+    from homeforge.inference import merge_checkpoints
+
+    def ck(name, d_model):
+        mc = {"vocab_size": 10, "d_model": d_model, "n_layers": 1, "n_heads": 1, "n_kv_heads": 1, "ffn_hidden": 8,
+              "max_seq_len": 8}
+        return save_checkpoint(tmp_path / name, 1, params={"w": np.ones(2, np.float32)}, optimizer={},
+                               state={"model_config": mc, "tokenizer_hash": "x"})
+
+    a, b = ck("a", 32), ck("b", 64)
+    with pytest.raises(ValueError) as e:
+        merge_checkpoints([a, b], tmp_path / "m")
+    msg = str(e.value)
+    assert msg.startswith(f"checkpoint {b} is from another architecture") and f"d_model: 64 there, 32 in {a}" in msg
 
 
 def test_resume_via_cli_and_errors(run, tmp_path):
@@ -224,6 +275,51 @@ def test_resume_via_cli_and_errors(run, tmp_path):
            "--overwrite")
     assert json.loads(p.stdout.strip().splitlines()[-1])["step"] == 1
     assert sorted(q.name for q in (out / "checkpoints").iterdir()) == ["step_00000001"]
+
+
+def test_data_prepare_bounds_shard_tokens(tmp_path):
+    (tmp_path / "a.txt").write_text("some text\n")
+    p = hf("data", "prepare", tmp_path / "a.txt", "--tokenizer", tmp_path / "tok.hftok", "--out", tmp_path / "d",
+           "--shard-tokens", "1000000000000", check=False)
+    assert p.returncode == 2 and "--shard-tokens" in p.stderr and "<= 4294967296" in p.stderr
+    assert "Traceback" not in p.stderr and not (tmp_path / "d").exists()
+
+
+def test_data_prepare_prints_an_empty_validation_split_warning(tmp_path):
+    tok = Tokenizer.train(["some text\nmore text\n"], 280, special_tokens=(EOT,))
+    tok.save(tmp_path / "tok.hftok")
+    (tmp_path / "a.txt").write_text("some text\nmore text\n")  # one document (doc_unit "file")
+    p = hf("data", "prepare", tmp_path / "a.txt", "--tokenizer", tmp_path / "tok.hftok", "--out", tmp_path / "d",
+           "--val-fraction", "0.001", check=False)
+    assert p.returncode == 0 and "val 0 tokens" in p.stdout
+    assert "homeforge: warning: the validation split is empty" in p.stderr and "--doc-unit" in p.stderr
+
+
+@pytest.mark.parametrize("flags,name", [
+    (["--minutes", "-1"], "--minutes"), (["--minutes", "0"], "--minutes"), (["--steps", "0"], "--steps"),
+    (["--steps", "-3"], "--steps"), (["--seq-len", "0"], "--seq-len"), (["--batch-size", "0"], "--batch-size"),
+    (["--lr", "-1"], "--lr"), (["--lr", "nan"], "--lr"), (["--preset", "nope"], "--preset"),
+    (["--max-mb", "0"], "--max-mb"), (["--sample-every", "-1"], "--sample-every"),
+])
+def test_demo_checks_flags_before_any_work(tmp_path, flags, name):
+    p = hf("demo", *flags, "--out", tmp_path / "demo", check=False)
+    assert p.returncode == 2 and name in p.stderr and "Traceback" not in p.stderr, p.stderr
+    assert "[1/4]" not in p.stdout and not (tmp_path / "demo").exists()
+
+
+def test_a_malformed_hf_config_json_is_named(tmp_path):
+    from homeforge.inference import load_model
+
+    d = tmp_path / "hf"
+    d.mkdir()
+    (d / "config.json").write_text('{"model_type": "llama",')
+    with pytest.raises(ValueError, match=f"{d / 'config.json'}: malformed config.json"):
+        load_model(d)
+    (d / "config.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match=f"{d / 'config.json'}: malformed config.json \\(a JSON list"):
+        load_model(d)
+    p = hf("generate", "--model", d, "--prompt", "x", check=False)
+    assert p.returncode == 2 and str(d / "config.json") in p.stderr and "Traceback" not in p.stderr
 
 
 def test_tokenizer_subcommands_are_wired():

@@ -141,6 +141,114 @@ def test_prepare_resumes_to_identical_shards(tmp_path, tok):
                 assert (out / s["file"]).read_bytes() == (tmp_path / "whole" / s["file"]).read_bytes()
 
 
+def _expected_units(raw: bytes, doc_unit: str) -> list[str]:
+    # Independent rules: newlines normalised; "line": every non-blank line; "paragraph": runs of
+    # non-blank lines separated by blank ones.
+    lines = raw.decode().replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if doc_unit == "line":
+        return [ln + "\n" for ln in lines if ln.strip()]
+    paras, cur = [], []
+    for ln in lines + [""]:
+        if ln.strip():
+            cur.append(ln + "\n")
+        elif cur:
+            paras.append("".join(cur))
+            cur = []
+    return paras
+
+
+@pytest.mark.parametrize("doc_unit,raw", [
+    ("line", b"".join(b"l%03da\rl%03db\rl%03dc\n" % (i, i, i) for i in range(50))),
+    ("paragraph", b"".join(b"a%02d\r\rb%02d\n" % (i, i) for i in range(30))),
+    ("paragraph", b"p1\rp1b\r\r\rp2\r\nx\r\n\rq\r"),
+])
+@pytest.mark.parametrize("chunk_bytes", [1, 5, 7, 13, 64, 1 << 20])
+def test_lone_cr_lines_survive_any_chunk_size(tmp_path, tok, doc_unit, raw, chunk_bytes):
+    # A chunk may end after any piece of a physical line that lone \r splits: nothing may be lost.
+    (tmp_path / "in.txt").write_bytes(raw)
+    out = tmp_path / "out"
+    m = prepare([tmp_path / "in.txt"], out, tok,
+                config=PrepareConfig(doc_unit=doc_unit, chunk_bytes=chunk_bytes, val_fraction=0.0))
+    want = _expected_units(raw, doc_unit)
+    assert _docs_from_shards(out, m, tok, "train") == want
+    assert m["splits"]["train"]["docs"] == len(want)
+    assert m["counts"]["bytes_in"] == len(raw)
+
+
+def _hash_fraction(doc: str) -> float:
+    return int.from_bytes(hashlib.blake2b(doc.encode(), digest_size=16).digest()[:8], "little") / 2**64
+
+
+def test_all_or_nothing_split_of_few_documents_is_reported(tmp_path, tok):
+    # One small file with doc_unit="file" is one document: it goes whole to one split.
+    doc = next(d for d in (f"only document {i}\nsecond line\n" for i in range(100)) if 0.2 < _hash_fraction(d) < 0.8)
+    (tmp_path / "one.txt").write_text(doc)
+    f = _hash_fraction(doc)
+    with pytest.raises(ValueError, match=r"empty train split: all 1 document.*--doc-unit.*--val-fraction"):
+        prepare([tmp_path / "one.txt"], tmp_path / "o1", tok, config=PrepareConfig(val_fraction=f + 0.1))
+    assert not (tmp_path / "o1" / "manifest.json").exists() and not any((tmp_path / "o1").glob("*.bin"))
+    m = prepare([tmp_path / "one.txt"], tmp_path / "o2", tok, config=PrepareConfig(val_fraction=f - 0.1))
+    assert m["splits"]["val"]["docs"] == 0 and m["splits"]["train"]["docs"] == 1
+    assert len(m["warnings"]) == 1 and "validation split is empty" in m["warnings"][0]
+    m = prepare([tmp_path / "one.txt"], tmp_path / "o3", tok, config=PrepareConfig(val_fraction=0.0))
+    assert m["warnings"] == []
+    # the suggested fix: smaller documents
+    lines = [f"line number {i}\n" for i in range(200)]
+    (tmp_path / "many.txt").write_text("".join(lines))
+    m = prepare([tmp_path / "many.txt"], tmp_path / "o4", tok, config=PrepareConfig(doc_unit="line", val_fraction=0.3))
+    want_val = sum(_hash_fraction(ln) < 0.3 for ln in lines)
+    assert m["splits"]["val"]["docs"] == want_val and m["splits"]["train"]["docs"] == 200 - want_val
+    assert m["warnings"] == []
+
+
+def test_a_string_include_is_one_pattern(tmp_path, tok):
+    (tmp_path / "src" / "sub").mkdir(parents=True)
+    for name in ("a.py", "b.txt", "sub/c.py", "sub/d.md"):
+        (tmp_path / "src" / name).write_text(f"text of {name}\n")
+    want = sorted(["a.py", "sub/c.py"])
+    for include in ("*.py", ["*.py"], ("*.py",)):
+        got = data.expand_inputs([tmp_path / "src"], include=include)
+        assert sorted(p.relative_to(tmp_path / "src").as_posix() for p in got) == want, include
+    assert PrepareConfig(include="*.py").include == ("*.py",)
+    m = prepare([tmp_path / "src"], tmp_path / "out", tok, config=PrepareConfig(include="*.py", val_fraction=0.0))
+    assert sorted(_docs_from_shards(tmp_path / "out", m, tok, "train")) == ["text of a.py\n", "text of sub/c.py\n"]
+    with pytest.raises(TypeError, match="include must be a glob string"):
+        data.expand_inputs([tmp_path / "src"], include=[3])
+    # a string exclude is one folder, not its characters (the character "/" would exclude everything)
+    got = data.expand_inputs(str(tmp_path / "src"), exclude=str(tmp_path / "src" / "sub"))
+    assert sorted(p.name for p in got) == ["a.py", "b.txt"]
+
+
+def test_a_single_path_is_accepted_as_inputs(tmp_path, tok):
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "a.txt").write_text("alpha\n")
+    for inputs in (str(tmp_path / "src"), tmp_path / "src", str(tmp_path / "src" / "a.txt")):
+        m = prepare(inputs, tmp_path / "out", tok, config=PrepareConfig(val_fraction=0.0), overwrite=True)
+        assert _docs_from_shards(tmp_path / "out", m, tok, "train") == ["alpha\n"]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError) as e:
+        prepare(str(tmp_path / "empty"), tmp_path / "o2", tok)
+    assert f"no input files found in {tmp_path / 'empty'}" in str(e.value) and "['/'" not in str(e.value)
+    with pytest.raises(TypeError, match="inputs must be a path or a list of paths"):
+        prepare(3, tmp_path / "o2", tok)
+
+
+@pytest.mark.parametrize("doc_unit", ["file", "paragraph", "line"])
+def test_a_leading_bom_is_not_text_and_empty_records_are_counted(tmp_path, tok, doc_unit):
+    bom = "\ufeff".encode()
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_bytes(bom + b"same text\n")
+    (src / "b.txt").write_bytes(b"same text\n")  # the BOM copy and this one are duplicates
+    recs = [{"text": "first record"}, {"text": "   \n\t"}, {"text": ""}, {"text": "second record"}]
+    (src / "c.jsonl").write_bytes(bom + b"".join(json.dumps(r).encode() + b"\n" for r in recs))
+    m = prepare([src], tmp_path / "out", tok, config=PrepareConfig(doc_unit=doc_unit, val_fraction=0.0))
+    assert _docs_from_shards(tmp_path / "out", m, tok, "train") == ["same text\n", "first record\n", "second record\n"]
+    c = m["counts"]
+    assert c["bad_lines"] == 0 and m["bad_lines"] == [] and c["duplicates"] == 1 and c["empty_records"] == 2
+    assert c["bytes_in"] == sum(f.stat().st_size for f in src.iterdir())
+
+
 def test_prepare_errors(tmp_path, tok):
     with pytest.raises(FileNotFoundError, match="missing.txt"):
         prepare([tmp_path / "missing.txt"], tmp_path / "o1", tok)
@@ -162,6 +270,8 @@ def test_prepare_errors(tmp_path, tok):
         prepare([tmp_path / "ok.txt"], tmp_path / "o3", t2)
     with pytest.raises(ValueError, match="doc_unit"):
         prepare([tmp_path / "ok.txt"], tmp_path / "o3", tok, config=PrepareConfig(doc_unit="page"))
+    with pytest.raises(ValueError, match="shard_tokens .*--shard-tokens.* at most 4294967296"):
+        prepare([tmp_path / "ok.txt"], tmp_path / "o3", tok, config=PrepareConfig(shard_tokens=10**12))
     with pytest.raises(FileNotFoundError, match="no prepared data"):
         TokenLoader(tmp_path / "o3", seq_len=4, batch_size=1)
     (tmp_path / "o4").mkdir()
@@ -263,6 +373,19 @@ def test_loader_errors(tmp_path):
         TokenLoader(paths, seq_len=8, batch_size=4)
     with pytest.raises(ValueError, match="rank"):
         TokenLoader(paths, seq_len=2, batch_size=1, rank=2, world_size=2)
+    for kw, name in (({"seq_len": 2.5}, "seq_len"), ({"batch_size": 1.0}, "batch_size"), ({"seq_len": True}, "seq_len"),
+                     ({"grad_accum": "2"}, "grad_accum"), ({"seed": 0.5}, "seed")):
+        args = {"seq_len": 2, "batch_size": 1, **kw}
+        with pytest.raises(TypeError, match=f"{name} must be an int"):
+            TokenLoader(paths, args.pop("seq_len"), args.pop("batch_size"), **args)
+    L = TokenLoader(paths, seq_len=2, batch_size=1)
+    full = L.state_dict()
+    for key in ("epoch", "cursor", "seed", "seq_len", "n_windows"):
+        part = {k: v for k, v in full.items() if k != key}
+        with pytest.raises(ValueError, match=rf"lacks key\(s\) \['{key}'\]"):
+            L.load_state_dict(part)
+    with pytest.raises(TypeError, match="must be a dict"):
+        L.load_state_dict([("epoch", 0)])
     bad = tmp_path / "train_000000.bin"
     bad.write_bytes(bad.read_bytes()[:-3])
     with pytest.raises(ValueError, match="truncated"):

@@ -40,6 +40,37 @@ def test_writer_rolls_shards(tmp_path):
     assert np.concatenate([read_shard(p) for p in paths]).tolist() == list(range(20))
 
 
+def test_shard_tokens_is_bounded_and_the_buffer_grows_with_the_data(tmp_path):
+    for bad in (0, -1, 2**32 + 1, 10**12):
+        with pytest.raises(ValueError, match=r"shard_tokens must be in \[1, 4294967296\]"):
+            ShardWriter(tmp_path, "x", 1000, HASH, shard_tokens=bad)
+    with pytest.raises(TypeError, match="shard_tokens must be an int"):
+        ShardWriter(tmp_path, "x", 1000, HASH, shard_tokens=2.5)
+    # the largest limit allocates nothing like 2**32 tokens up front (that would be 8 GiB here)
+    w = ShardWriter(tmp_path, "big", 1000, HASH, shard_tokens=2**32)
+    ids = np.arange(300_000) % 1000
+    w.add(ids[:5])
+    w.add(ids[5:])
+    (path,) = w.close()
+    assert np.array_equal(read_shard(path, verify=True), ids)
+
+
+def test_writer_checks_tokens_like_write_shard(tmp_path):
+    w = ShardWriter(tmp_path, "w", 10, HASH, shard_tokens=4)
+    for bad, err, msg in (([1.7, 2.9], TypeError, "tokens must be integers, got float64"),
+                          (np.array([True, False]), TypeError, "tokens must be integers, got bool"),
+                          (np.zeros((2, 2), int), ValueError, r"tokens must be 1-D, got shape \(2, 2\)"),
+                          ([0, 10], ValueError, r"token ids must be in \[0, 10\), got min 0 and max 10"),
+                          ([-1], ValueError, r"got min -1")):
+        with pytest.raises(err, match=msg):
+            w.add(bad)
+        with pytest.raises(err, match=msg):
+            write_shard(tmp_path / "x.bin", np.asarray(bad), 10, HASH)
+    w.add(np.array([], dtype=np.float32))  # nothing to check in an empty array, as write_shard
+    w.add([3, 4])
+    assert [read_shard(p).tolist() for p in w.close()] == [[3, 4]] and w.n_tokens == 2
+
+
 def test_bad_input_and_corruption(tmp_path):
     with pytest.raises(ValueError, match=r"token ids must be in \[0, 10\), got min 0 and max 10"):
         write_shard(tmp_path / "b.bin", np.array([0, 10]), 10, HASH)

@@ -10,7 +10,7 @@
     homeforge chat --model RUN_OR_CKPT
     homeforge eval --model RUN_OR_CKPT --file TEXT_FILE
     homeforge export --model RUN_OR_CKPT --format hf|gguf --out PATH
-    homeforge merge CKPT CKPT ... [--weights W W ...] --out DIR
+    homeforge merge CKPT CKPT ... [--weights W W ...] --out NEW_DIR [--overwrite]
 
 Errors in the input (bad config, missing files, ...) print ``homeforge: error: ...`` and exit 2.
 
@@ -29,8 +29,8 @@ from typing import Any, Sequence
 __all__ = ["main", "build_parser"]
 
 
-def _int_at_least(low: int) -> Any:
-    """An argparse type: an int >= ``low`` (argparse names the flag in its error)."""
+def _int_at_least(low: int, high: int | None = None) -> Any:
+    """An argparse type: an int >= ``low`` (and <= ``high``; argparse names the flag in its error)."""
     def parse(text: str) -> int:
         try:
             v = int(text)
@@ -38,6 +38,8 @@ def _int_at_least(low: int) -> Any:
             raise argparse.ArgumentTypeError(f"invalid int value: {text!r}") from None
         if v < low:
             raise argparse.ArgumentTypeError(f"must be >= {low}, got {v}")
+        if high is not None and v > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high}, got {v}")
         return v
 
     parse.__name__ = "int"
@@ -47,12 +49,14 @@ def _int_at_least(low: int) -> Any:
 def _add_sampling(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-new-tokens", type=int, default=200)
     p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--top-k", type=int, default=40)
+    p.add_argument("--top-k", type=int, default=40, help="sample among the k most likely tokens (0: no top-k)")
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--seed", type=int, default=None)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .shards import MAX_SHARD_TOKENS
+
     ap = argparse.ArgumentParser(prog="homeforge", description="Train small language models on CPUs.")
     ap.add_argument("--threads", type=int, default=None, help="threads for homeforge's kernels (default: all cores)")
     sub = ap.add_subparsers(dest="command", required=True)
@@ -88,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--doc-unit", choices=["file", "paragraph", "line"], default="file")
     q.add_argument("--val-fraction", type=float, default=0.005)
     q.add_argument("--include", nargs="*", default=[], help="name globs for files inside folders, e.g. '*.txt'")
-    q.add_argument("--shard-tokens", type=int, default=1 << 26)
+    q.add_argument("--shard-tokens", type=_int_at_least(1, MAX_SHARD_TOKENS), default=1 << 26,
+                   help="tokens per shard file (default 2^26, at most 2^32)")
     q.add_argument("--no-dedup", action="store_true")
     q.add_argument("--overwrite", action="store_true")
 
@@ -126,6 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoints", nargs="+")
     p.add_argument("--weights", type=float, nargs="+", default=None)
     p.add_argument("--out", required=True)
+    p.add_argument("--overwrite", action="store_true",
+                   help="write into an existing non-empty --out (otherwise refused)")
     return ap
 
 
@@ -158,10 +165,12 @@ def _run(args: argparse.Namespace) -> int:
                     progress=sys.stderr.isatty())
         c = m["counts"]
         print(f"{c['docs']} documents ({c['duplicates']} duplicates, {c['bad_lines']} bad lines, "
-              f"{c['empty_lines']} empty lines dropped); train {m['splits']['train']['tokens']} tokens, "
+              f"{c['empty_lines']} empty lines, {c.get('empty_records', 0)} empty records dropped); train {m['splits']['train']['tokens']} tokens, "
               f"val {m['splits']['val']['tokens']} tokens -> {args.out}")
         for line in m["bad_lines"][:20]:
             print(f"  bad line: {line}", file=sys.stderr)
+        for w in m.get("warnings", []):
+            print(f"homeforge: warning: {w}", file=sys.stderr)
         return 0
     if cmd == "train":
         from .config import RunConfig
@@ -174,8 +183,11 @@ def _run(args: argparse.Namespace) -> int:
             print(json.dumps(summary, default=str))
         return 0
     if cmd in ("generate", "chat", "eval", "export"):
-        from .inference import load_model
+        from .inference import check_sampling, load_model
 
+        if cmd in ("generate", "chat"):  # before loading the model or printing anything
+            args.top_k = check_sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                        top_k=args.top_k, top_p=args.top_p)
         model, tok = load_model(args.model)
         if cmd == "generate":
             from .inference import generate_text
@@ -215,7 +227,7 @@ def _run(args: argparse.Namespace) -> int:
     if cmd == "merge":
         from .inference import merge_checkpoints
 
-        path = merge_checkpoints(args.checkpoints, args.out, args.weights)
+        path = merge_checkpoints(args.checkpoints, args.out, args.weights, overwrite=args.overwrite)
         print(f"merged {len(args.checkpoints)} checkpoints -> {path}")
         return 0
     raise ValueError(f"unknown command {cmd}")

@@ -5,15 +5,17 @@ folders, globs and jsonl files (one named field per record), cleans it, removes 
 documents, splits train/validation deterministically, tokenizes in parallel and writes token shards
 (:mod:`homeforge.shards`) plus ``manifest.json``. The cleaning rules, in order:
 
-1. bytes are decoded as strict UTF-8 line by line; a line that is not valid UTF-8 (or a jsonl
-   record that is not valid JSON, or whose field is not a string) is dropped and reported by file
-   and line number (``manifest["bad_lines"]``, the first 1,000; ``counts["bad_lines"]`` counts all);
+1. a UTF-8 byte order mark at the start of a file is dropped; bytes are decoded as strict UTF-8
+   line by line; a line that is not valid UTF-8 (or a jsonl record that is not valid JSON, or whose
+   field is not a string) is dropped and reported by file and line number
+   (``manifest["bad_lines"]``, the first 1,000; ``counts["bad_lines"]`` counts all);
 2. newlines are normalised: ``\\r\\n`` and lone ``\\r`` become ``\\n``;
 3. empty (whitespace-only) lines are dropped;
 4. a document is the cleaned lines of one text file (``doc_unit="file"``, split at line boundaries
    past ``max_doc_bytes``), of one paragraph (``"paragraph"``), of one line (``"line"``), or one
-   jsonl record; documents whose exact text was seen before are dropped. The duplicate filter keeps
-   a set of 16-byte BLAKE2b digests (memory: ~90 bytes per distinct document);
+   jsonl record (one whose text is empty after cleaning is counted in ``counts["empty_records"]``);
+   documents whose exact text was seen before are dropped. The duplicate filter keeps a set of
+   16-byte BLAKE2b digests (memory: ~90 bytes per distinct document);
 5. a document goes to validation when the first 8 bytes of its digest, read as a fraction of 2**64,
    fall below ``val_fraction``: deterministic, independent of order and of the thread count.
 
@@ -57,7 +59,7 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from ._atomic import atomic_write
-from .shards import ShardWriter, read_shard, shard_info
+from .shards import MAX_SHARD_TOKENS, ShardWriter, read_shard, shard_info
 
 __all__ = ["PrepareConfig", "prepare", "clean_lines", "iter_documents", "expand_inputs", "TokenLoader",
            "load_manifest", "TOKEN_DTYPE"]
@@ -69,17 +71,20 @@ PROGRESS = ".progress.json"
 TOKENIZER_FILE = "tokenizer.hftok"
 _JSONL_SUFFIXES = (".jsonl", ".ndjson")
 _MAX_BAD_REPORTED = 1000
+_BOM = b"\xef\xbb\xbf"
 
 
 # ----------------------------------------------------------------------------------------------
 # sources and cleaning
 
 
-def expand_inputs(inputs: Sequence[str | os.PathLike[str]], *, include: Sequence[str] = (),
-                  exclude: Sequence[str | os.PathLike[str]] = ()) -> list[Path]:
+def expand_inputs(inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], *,
+                  include: str | Sequence[str] = (),
+                  exclude: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] = ()) -> list[Path]:
     """Files named by ``inputs``: files, folders (recursive; hidden entries skipped; ``include`` globs
-    filter names, e.g. ``["*.py"]``) and glob patterns. Sorted within each input; duplicates dropped.
-    Files inside an ``exclude`` folder (e.g. the output of :func:`prepare`) are left out.
+    filter names, e.g. ``["*.py"]``; one string is one pattern) and glob patterns. ``inputs`` may be
+    one path or a list of them. Sorted within each input; duplicates dropped. Files inside an
+    ``exclude`` folder (e.g. the output of :func:`prepare`) are left out.
 
     >>> expand_inputs(["/definitely/not/here.txt"])
     Traceback (most recent call last):
@@ -88,9 +93,9 @@ def expand_inputs(inputs: Sequence[str | os.PathLike[str]], *, include: Sequence
     """
     out: list[Path] = []
     seen: set[Path] = set()
-    if isinstance(inputs, (str, os.PathLike)):
-        inputs = [inputs]
-    skip = [Path(e).resolve() for e in exclude]
+    inputs = _as_list(inputs, "inputs")
+    include = _patterns(include)
+    skip = [Path(e).resolve() for e in _as_list(exclude, "exclude")]
     for item in inputs:
         s = os.fspath(item)
         p = Path(s)
@@ -116,6 +121,34 @@ def expand_inputs(inputs: Sequence[str | os.PathLike[str]], *, include: Sequence
     return out
 
 
+def _as_list(paths: Any, what: str) -> list[str | os.PathLike[str]]:
+    """One path (str / PathLike) or an iterable of them, as a list (a str is one path, not characters)."""
+    if isinstance(paths, (str, os.PathLike)):
+        return [paths]
+    try:
+        items = list(paths)
+    except TypeError:
+        raise TypeError(f"{what} must be a path or a list of paths, got {type(paths).__name__}") from None
+    for p in items:
+        if not isinstance(p, (str, os.PathLike)):
+            raise TypeError(f"{what} must be a path or a list of paths, got an item {p!r}")
+    return items
+
+
+def _patterns(include: Any) -> tuple[str, ...]:
+    """``include`` name globs as a tuple: one string is one pattern (not its characters)."""
+    if isinstance(include, str):
+        return (include,)
+    try:
+        pats = tuple(include)
+    except TypeError:
+        raise TypeError(f"include must be a glob string or a list of them, got {type(include).__name__}") from None
+    for pat in pats:
+        if not isinstance(pat, str):
+            raise TypeError(f"include must be a glob string or a list of them, got an item {pat!r}")
+    return pats
+
+
 def clean_lines(text: str) -> list[str]:
     """Normalise newlines and drop empty lines; each kept line ends with ``\\n``.
 
@@ -133,6 +166,7 @@ class _Stats:
     lines_kept: int = 0
     empty_lines: int = 0
     bad_lines: int = 0
+    empty_records: int = 0
     duplicates: int = 0
     bad: list[str] = field(default_factory=list)
 
@@ -170,15 +204,20 @@ def iter_documents(path: Path, *, src_index: int = 0, start: tuple[int, int] = (
             yield from _file_blocks(f, path, src_index, offset, line_no, max_doc_bytes, stats)
             return
         for raw in f:
+            line_start = offset
             offset += len(raw)
             line_no += 1
-            stats.bytes_in += len(raw)
+            if line_start == 0 and raw.startswith(_BOM):  # a UTF-8 byte order mark is not text
+                stats.bytes_in += len(_BOM)
+                raw, line_start = raw[len(_BOM):], len(_BOM)
             try:
                 text = raw.decode("utf-8", errors="strict")
             except UnicodeDecodeError as e:
+                stats.bytes_in += len(raw)
                 stats.report_bad(path, line_no, f"invalid UTF-8 at byte {e.start} of the line")
                 continue
             if is_jsonl:
+                stats.bytes_in += len(raw)
                 if not text.strip():
                     stats.empty_lines += 1
                     continue
@@ -199,22 +238,31 @@ def iter_documents(path: Path, *, src_index: int = 0, start: tuple[int, int] = (
                 doc = _clean_counted(value, stats)
                 if doc:
                     yield doc, (src_index, offset, line_no)
+                else:
+                    stats.empty_records += 1
                 continue
-            # plain text: one physical line (possibly with internal lone \r, which also ends lines)
-            pieces = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-            if pieces and pieces[-1] == "":
-                pieces.pop()
-            for piece in pieces:
+            # plain text: one physical line, which lone \r splits into several lines. Each piece has
+            # its own end position (byte offset after its \r; line number of the last complete
+            # physical line), so a chunk that ends after a piece resumes at the next piece.
+            body = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1] if raw.endswith((b"\n", b"\r")) else raw
+            parts = body.split(b"\r")
+            piece_end = line_start
+            for i, part in enumerate(parts):
+                last = i == len(parts) - 1
+                here = (src_index, offset, line_no) if last else (src_index, piece_end + len(part) + 1, line_no - 1)
+                stats.bytes_in += here[1] - piece_end
+                piece_end = here[1]
+                piece = part.decode("utf-8")  # \r is never inside a UTF-8 sequence: the parts decode
                 if not piece.strip():
                     stats.empty_lines += 1
                     if doc_unit == "paragraph" and buf:
                         doc = "".join(buf)
                         buf, buf_bytes = [], 0
-                        yield doc, (src_index, offset, line_no)
+                        yield doc, here
                     continue
                 stats.lines_kept += 1
                 if doc_unit == "line":
-                    yield piece + "\n", (src_index, offset, line_no)
+                    yield piece + "\n", here
                     continue
                 buf.append(piece + "\n")
                 buf_bytes += len(piece) + 1
@@ -235,6 +283,9 @@ def _file_blocks(f: Any, path: Path, src_index: int, offset: int, line_no: int, 
         block = f.read(block_bytes)
         if not block:
             return
+        if offset == 0 and block.startswith(_BOM):  # a UTF-8 byte order mark is not text
+            stats.bytes_in += len(_BOM)
+            offset, block = len(_BOM), block[len(_BOM):]
         if not block.endswith(b"\n"):
             block += f.readline()
         stats.bytes_in += len(block)
@@ -288,8 +339,11 @@ class PrepareConfig:
     chunk_bytes: int = 64 << 20
     shard_tokens: int = 1 << 26
     batch_docs: int = 1024
-    include: tuple[str, ...] = ()
+    include: tuple[str, ...] = ()  # name globs for files inside folders; one string is one pattern
     dedup: bool = True
+
+    def __post_init__(self) -> None:
+        self.include = _patterns(self.include)
 
     def validate(self) -> None:
         if self.doc_unit not in ("file", "paragraph", "line"):
@@ -299,6 +353,9 @@ class PrepareConfig:
         for name in ("max_doc_bytes", "chunk_bytes", "shard_tokens", "batch_docs"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.shard_tokens > MAX_SHARD_TOKENS:
+            raise ValueError(f"shard_tokens (--shard-tokens) must be at most {MAX_SHARD_TOKENS} (2**32), "
+                             f"got {self.shard_tokens}")
 
 
 def _load_tokenizer(tokenizer: Any) -> Any:
@@ -357,7 +414,7 @@ def load_manifest(directory: str | os.PathLike[str]) -> dict[str, Any]:
     return m
 
 
-def prepare(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str], tokenizer: Any, *,
+def prepare(inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike[str], tokenizer: Any, *,
             config: PrepareConfig | None = None, num_threads: int | None = None, overwrite: bool = False,
             progress: bool = False, _stop_after_chunks: int | None = None) -> dict[str, Any]:
     """Clean, deduplicate, split and tokenize ``inputs`` into token shards in ``out_dir``.
@@ -366,6 +423,11 @@ def prepare(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike
     :class:`homeforge.Tokenizer` or the path of a saved one; it must have ``<|endoftext|>``.
     Calling again after an interruption resumes; calling again after completion returns the
     existing manifest when the inputs and settings are unchanged (``overwrite=True`` redoes it).
+
+    Each document goes whole to one split, so a corpus of few documents (one small file with the
+    default ``doc_unit="file"`` is one document) splits all-or-nothing: an empty train split is a
+    ValueError; an empty validation split although ``val_fraction > 0`` is reported in
+    ``manifest["warnings"]`` (the CLI prints it) and training then has no validation loss.
     """
     cfg = config or PrepareConfig()
     cfg.validate()
@@ -375,9 +437,11 @@ def prepare(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike
         raise ValueError("the tokenizer has no <|endoftext|> special token, which separates documents; "
                          "train it with special_tokens=['<|endoftext|>']")
     out = Path(out_dir)
+    inputs = _as_list(inputs, "inputs")
     sources = expand_inputs(inputs, include=cfg.include, exclude=[out])  # never read our own output
     if not sources:
-        raise ValueError(f"no input files found in {list(map(str, inputs))}"
+        raise ValueError(f"no input files found in {', '.join(map(os.fspath, inputs))}"
+                         + (f" matching include {list(cfg.include)}" if cfg.include else "")
                          + (f" (outside the output directory {out})" if out.exists() else ""))
     out.mkdir(parents=True, exist_ok=True)
     tok_hash = tok.hash()
@@ -510,6 +574,19 @@ def prepare(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike
         _clear_prepared(out)
         raise ValueError(f"empty corpus: no text left in {len(sources)} input file(s) after cleaning "
                          f"({stats.bad_lines} bad lines, {stats.empty_lines} empty lines)")
+    unit = {"file": "a whole file (or 1 MiB of it)", "paragraph": "a paragraph", "line": "a line"}[cfg.doc_unit]
+    if splits["train"]["docs"] == 0:
+        _clear_prepared(out)
+        raise ValueError(f"empty train split: all {stats.docs} document(s) went to validation (val_fraction "
+                         f"{cfg.val_fraction}; each document goes whole to one split, and a document is {unit}). "
+                         "Use smaller documents (doc_unit='paragraph' or 'line', --doc-unit), more input files, "
+                         "or a smaller val_fraction (--val-fraction)")
+    warnings: list[str] = []
+    if splits["val"]["docs"] == 0 and cfg.val_fraction > 0:
+        warnings.append(f"the validation split is empty: none of the {stats.docs} document(s) fell in val_fraction "
+                        f"{cfg.val_fraction} (a document is {unit}); training will report no validation loss. "
+                        "Use smaller documents (--doc-unit paragraph or line), more input files, "
+                        "or a larger --val-fraction")
     tok.save(out / TOKENIZER_FILE)
     manifest = {
         "format": "homeforge-data/1",
@@ -523,8 +600,10 @@ def prepare(inputs: Sequence[str | os.PathLike[str]], out_dir: str | os.PathLike
         "splits": splits,
         "chunks": len(state["chunks"]),
         "counts": {"docs": stats.docs, "bytes_in": stats.bytes_in, "lines_kept": stats.lines_kept,
-                   "empty_lines": stats.empty_lines, "bad_lines": stats.bad_lines, "duplicates": stats.duplicates},
+                   "empty_lines": stats.empty_lines, "bad_lines": stats.bad_lines,
+                   "empty_records": stats.empty_records, "duplicates": stats.duplicates},
         "bad_lines": stats.bad[:_MAX_BAD_REPORTED],
+        "warnings": warnings,
     }
     _write_json(out / MANIFEST, manifest)
     (out / PROGRESS).unlink(missing_ok=True)
@@ -565,6 +644,10 @@ class TokenLoader:
     def __init__(self, source: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], seq_len: int,
                  batch_size: int, *, split: str = "train", seed: int = 0, rank: int = 0, world_size: int = 1,
                  shuffle: bool = True, grad_accum: int = 1) -> None:
+        for name, v in (("seq_len", seq_len), ("batch_size", batch_size), ("grad_accum", grad_accum),
+                        ("seed", seed), ("rank", rank), ("world_size", world_size)):
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+                raise TypeError(f"{name} must be an int, got {v!r}")
         if seq_len < 1 or batch_size < 1 or grad_accum < 1:
             raise ValueError(f"seq_len, batch_size and grad_accum must be >= 1, got {seq_len}, {batch_size} and {grad_accum}")
         if not 0 <= rank < world_size:
@@ -671,6 +754,11 @@ class TokenLoader:
                 "n_windows": self.n_windows, "global_batch": self.step_windows, "shuffle": int(self.shuffle)}
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
+        if not isinstance(sd, dict):
+            raise TypeError(f"the data position must be a dict (from state_dict()), got {type(sd).__name__}")
+        missing = [k for k in ("epoch", "cursor", "seed", "seq_len", "n_windows") if k not in sd]
+        if missing:
+            raise ValueError(f"the data position lacks key(s) {missing} (it must come from TokenLoader.state_dict())")
         for key in ("seq_len", "n_windows"):
             if int(sd[key]) != getattr(self, key):
                 raise ValueError(f"data position was saved with {key}={sd[key]}, but this loader has "

@@ -21,7 +21,7 @@ import sys
 import sysconfig
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 __all__ = ["stdlib_corpus", "run_demo"]
 
@@ -53,12 +53,44 @@ def stdlib_corpus(max_bytes: int = 8 << 20, root: str | None = None) -> list[Pat
     return out
 
 
-def run_demo(*, corpus: Sequence[str] | None = None, out: str = "runs/demo", steps: int | None = None,
+def _check_args(*, steps: int | None, minutes: float, preset: str, vocab_size: int, seq_len: int, batch_size: int,
+                max_mb: float, lr: float, sample_every: int) -> None:
+    """Every setting checked before the (minutes-long) tokenizer and data steps; errors name the flag."""
+    import math
+
+    from .model import _PRESETS
+
+    def positive_int(name: str, v: Any, low: int = 1) -> None:
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise TypeError(f"{name} (--{name.replace('_', '-')}) must be an int, got {v!r}")
+        if v < low:
+            raise ValueError(f"{name} (--{name.replace('_', '-')}) must be >= {low}, got {v}")
+
+    def positive_float(name: str, v: Any) -> None:
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise TypeError(f"{name} (--{name.replace('_', '-')}) must be a number, got {v!r}")
+        if not (math.isfinite(v) and v > 0):
+            raise ValueError(f"{name} (--{name.replace('_', '-')}) must be a finite number > 0, got {v}")
+
+    if steps is not None:
+        positive_int("steps", steps)
+    for name, v in (("vocab_size", vocab_size), ("seq_len", seq_len), ("batch_size", batch_size)):
+        positive_int(name, v)
+    positive_int("sample_every", sample_every, 0)
+    for name, v in (("minutes", minutes), ("max_mb", max_mb), ("lr", lr)):
+        positive_float(name, v)
+    if preset not in _PRESETS:
+        raise ValueError(f"preset (--preset) must be one of {sorted(_PRESETS)}, got {preset!r}")
+
+
+def run_demo(*, corpus: str | os.PathLike[str] | Sequence[str | os.PathLike[str]] | None = None, out: str = "runs/demo", steps: int | None = None,
              minutes: float = 4.0, preset: str = "1m",
              vocab_size: int = 2048, seq_len: int = 128, batch_size: int = 16, max_mb: float = 8.0,
              lr: float = 3e-3, threads: int | None = None, sample_every: int = 0,
              log: Callable[[str], None] = print) -> dict:
     """Run the demo (see the module docstring); returns the training summary plus the paths.
+
+    Every setting is checked first (ValueError / TypeError naming it and its flag), before any work.
 
     ``steps=None`` sizes the run to ``minutes`` of training: the first steps (all inside the LR
     warmup, whose schedule does not depend on the total) are timed, then the total is fixed, so the
@@ -69,12 +101,15 @@ def run_demo(*, corpus: Sequence[str] | None = None, out: str = "runs/demo", ste
     from .tokenizer import Tokenizer
     from .trainer import Trainer
 
+    _check_args(steps=steps, minutes=minutes, preset=preset, vocab_size=vocab_size, seq_len=seq_len,
+                batch_size=batch_size, max_mb=max_mb, lr=lr, sample_every=sample_every)
     t_start = time.perf_counter()
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
     if corpus:
-        files = expand_inputs(list(corpus))
-        what = ", ".join(map(str, corpus))
+        corpus = [corpus] if isinstance(corpus, (str, os.PathLike)) else list(corpus)  # one path, or several
+        files = expand_inputs(corpus)
+        what = ", ".join(map(os.fspath, corpus))
     else:
         files = stdlib_corpus(int(max_mb * (1 << 20)))
         what = f"Python {sys.version.split()[0]} standard library ({sysconfig.get_paths()['stdlib']})"

@@ -9,7 +9,9 @@
 from __future__ import annotations
 
 import codecs
+import json
 import math
+import numbers
 import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -19,7 +21,7 @@ import numpy as np
 from .checkpoint import load_checkpoint, resolve_checkpoint, save_checkpoint
 from .data import TOKENIZER_FILE, clean_lines
 
-__all__ = ["load_model", "StreamingText", "generate_text", "eval_text", "merge_checkpoints"]
+__all__ = ["load_model", "StreamingText", "check_sampling", "generate_text", "eval_text", "merge_checkpoints"]
 
 
 def load_model(path: str | os.PathLike[str]) -> tuple[Any, Any]:
@@ -33,7 +35,19 @@ def load_model(path: str | os.PathLike[str]) -> tuple[Any, Any]:
     if not p.exists():
         raise FileNotFoundError(f"model not found: {p}")
     if (p / "config.json").is_file() and not (p / "checkpoint.json").is_file():
-        model = Model.from_pretrained(p)
+        cfg_file = p / "config.json"
+        try:
+            hf_cfg = json.loads(cfg_file.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise ValueError(f"{cfg_file}: malformed config.json ({e})") from None
+        if not isinstance(hf_cfg, dict):
+            raise ValueError(f"{cfg_file}: malformed config.json (a JSON {type(hf_cfg).__name__}, not an object)")
+        try:
+            model = Model.from_pretrained(p)
+        except ValueError as e:
+            if str(p) in str(e):
+                raise
+            raise ValueError(f"{p}: {e}") from None
         tok_json = p / "tokenizer.json"
         if not tok_json.is_file():
             raise FileNotFoundError(f"{p} has no tokenizer.json")
@@ -69,6 +83,34 @@ def _token_bytes_fn(tok: Any) -> Callable[[int], bytes]:
     return lambda i: tok.decode([i]).encode("utf-8")
 
 
+def check_sampling(*, max_new_tokens: Any, temperature: Any, top_k: Any, top_p: Any) -> int | None:
+    """Check the sampling settings before any work (ValueError naming the setting and its CLI flag);
+    returns ``top_k`` with 0 meaning "no top-k" (None).
+
+    >>> check_sampling(max_new_tokens=5, temperature=0.8, top_k=0, top_p=None) is None
+    True
+    >>> check_sampling(max_new_tokens=5, temperature=-1, top_k=40, top_p=None)
+    Traceback (most recent call last):
+    ...
+    ValueError: temperature (--temperature) must be a number >= 0, got -1
+    """
+    def real(v: Any) -> bool:
+        return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+
+    def integer(v: Any) -> bool:
+        return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+    if not integer(max_new_tokens) or max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens (--max-new-tokens) must be an int >= 0, got {max_new_tokens!r}")
+    if not real(temperature) or not 0 <= temperature < math.inf:
+        raise ValueError(f"temperature (--temperature) must be a number >= 0, got {temperature!r}")
+    if top_k is not None and (not integer(top_k) or top_k < 0):
+        raise ValueError(f"top_k (--top-k) must be an int >= 0 (0: no top-k) or None, got {top_k!r}")
+    if top_p is not None and (not real(top_p) or not 0 < top_p <= 1):
+        raise ValueError(f"top_p (--top-p) must be in (0, 1] or None, got {top_p!r}")
+    return None if top_k is None or top_k == 0 else int(top_k)
+
+
 def generate_text(model: Any, tok: Any, prompt: str, *, max_new_tokens: int = 128, temperature: float = 0.8,
                   top_k: int | None = 40, top_p: float | None = None, seed: int | None = None,
                   on_text: Callable[[str], None] | None = None, stop_at_eot: bool = True) -> str:
@@ -77,7 +119,9 @@ def generate_text(model: Any, tok: Any, prompt: str, *, max_new_tokens: int = 12
     A prompt of ``max_seq_len`` tokens or more keeps its last ``max_seq_len // 2``, and
     ``max_new_tokens`` is capped so that prompt + continuation fit in ``max_seq_len``. Only the
     tokenizer's ids are sampled, also when the model's vocabulary is padded beyond it.
+    ``top_k=0`` (or None) samples without a top-k cut (see :func:`check_sampling`).
     """
+    top_k = check_sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p)
     ids = tok.encode_ordinary(prompt) if prompt else []
     eot = tok.eot_token
     if not ids:
@@ -161,18 +205,24 @@ def eval_text(model: Any, tok: Any, text: str, *, seq_len: int | None = None, ba
 
 
 def merge_checkpoints(paths: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
-                      weights: Sequence[float] | None = None) -> Path:
+                      weights: Sequence[float] | None = None, *, overwrite: bool = False) -> Path:
     """Weighted average of the parameters of checkpoints with the same architecture (and tokenizer),
-    written as a new checkpoint (step 0, no optimizer state) under ``out``. Weights are normalised."""
-    from .trainer import check_architecture
+    written as a new checkpoint (step 0, no optimizer state): ``out/step_00000000``. Weights are
+    normalised. ``out`` must be new or empty (so a merge never lands among a run's checkpoints);
+    ``overwrite=True`` (``--overwrite``) writes into it anyway, replacing an earlier merge there."""
+    from .trainer import ARCH_KEYS
 
+    out_dir = Path(out)
+    if not overwrite and out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise ValueError(f"merge output {out_dir} already exists and is not empty; choose a new directory "
+                         "or pass overwrite=True (--overwrite) to write step_00000000 into it")
     if len(paths) < 2:
         raise ValueError("merge needs at least two checkpoints")
     w = np.asarray(weights if weights is not None else [1.0] * len(paths), dtype=np.float64)
     if w.shape != (len(paths),):
         raise ValueError(f"got {w.size} weights for {len(paths)} checkpoints")
     if not np.all(np.isfinite(w)) or np.any(w < 0) or w.sum() <= 0:
-        raise ValueError(f"weights must be finite, non-negative and not all zero, got {list(w)}")
+        raise ValueError(f"weights must be finite, non-negative and not all zero, got [{', '.join(f'{x:g}' for x in w)}]")
     w = w / w.sum()
     cks = [load_checkpoint(p) for p in paths]
     first = cks[0]
@@ -180,7 +230,10 @@ def merge_checkpoints(paths: Sequence[str | os.PathLike[str]], out: str | os.Pat
     if mc is None:
         raise ValueError(f"{first.path} has no model_config")
     for ck in cks[1:]:
-        check_architecture(mc, ck.state.get("model_config", {}), f"checkpoint {ck.path}")
+        other = ck.state.get("model_config", {})
+        diffs = [f"{k}: {other.get(k)!r} there, {mc.get(k)!r} in {first.path}" for k in ARCH_KEYS if other.get(k) != mc.get(k)]
+        if diffs:
+            raise ValueError(f"checkpoint {ck.path} is from another architecture ({'; '.join(diffs)})")
         if ck.state.get("tokenizer_hash") != first.state.get("tokenizer_hash"):
             raise ValueError(f"checkpoint {ck.path} uses another tokenizer than {first.path}")
         if set(ck.params) != set(first.params):

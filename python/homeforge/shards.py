@@ -35,6 +35,7 @@ import struct
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -45,8 +46,13 @@ VERSION = 1
 HEADER_SIZE = 64
 _HEADER = struct.Struct("<8sIIQQII24s")
 assert _HEADER.size == HEADER_SIZE
+#: Largest ``shard_tokens`` a :class:`ShardWriter` accepts: 2**32 tokens (16 GiB of uint32 per shard;
+#: keep shards far smaller, the default is 2**26). The writer's buffer grows with the data, so a
+#: large limit costs memory only when that many tokens arrive.
+MAX_SHARD_TOKENS = 1 << 32
+_INITIAL_BUFFER = 1 << 16
 
-__all__ = ["ShardInfo", "ShardWriter", "read_shard", "shard_info", "token_dtype", "write_shard"]
+__all__ = ["MAX_SHARD_TOKENS", "ShardInfo", "ShardWriter", "read_shard", "shard_info", "token_dtype", "write_shard"]
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -76,18 +82,25 @@ class ShardInfo:
     tokenizer_hash_prefix: str  # 48 hex digits
 
 
-def write_shard(path: str | os.PathLike[str], tokens: np.ndarray, vocab_size: int, tokenizer_hash: str) -> None:
-    """Write ``tokens`` (any integer array) as one shard, atomically. Ids must be in [0, vocab_size)."""
+def _check_tokens(tokens: Any, vocab_size: int) -> np.ndarray:
+    """``tokens`` as a 1-D integer array with every id in [0, vocab_size) (TypeError / ValueError otherwise;
+    floats and bools are refused rather than truncated)."""
     tokens = np.asarray(tokens)
     if tokens.ndim != 1:
         raise ValueError(f"tokens must be 1-D, got shape {tokens.shape}")
     if tokens.size and not np.issubdtype(tokens.dtype, np.integer):
         raise TypeError(f"tokens must be integers, got {tokens.dtype}")
-    dtype = token_dtype(vocab_size)
     if tokens.size:
         lo, hi = int(tokens.min()), int(tokens.max())
         if lo < 0 or hi >= vocab_size:
             raise ValueError(f"token ids must be in [0, {vocab_size}), got min {lo} and max {hi}")
+    return tokens
+
+
+def write_shard(path: str | os.PathLike[str], tokens: np.ndarray, vocab_size: int, tokenizer_hash: str) -> None:
+    """Write ``tokens`` (any integer array) as one shard, atomically. Ids must be in [0, vocab_size)."""
+    dtype = token_dtype(vocab_size)
+    tokens = _check_tokens(tokens, vocab_size)
     payload = np.ascontiguousarray(tokens, dtype=dtype.newbyteorder("<"))
     header = _HEADER.pack(MAGIC, VERSION, dtype.itemsize, payload.size, vocab_size,
                           zlib.crc32(memoryview(payload).cast("B")), 0, _hash_bytes(tokenizer_hash))
@@ -131,6 +144,13 @@ def read_shard(path: str | os.PathLike[str], *, verify: bool = False) -> np.ndar
     return tokens
 
 
+def _check_shard_tokens(shard_tokens: int) -> None:
+    if isinstance(shard_tokens, bool) or not isinstance(shard_tokens, (int, np.integer)):
+        raise TypeError(f"shard_tokens must be an int, got {type(shard_tokens).__name__}")
+    if not 1 <= shard_tokens <= MAX_SHARD_TOKENS:
+        raise ValueError(f"shard_tokens must be in [1, {MAX_SHARD_TOKENS}] (2**32), got {shard_tokens}")
+
+
 class ShardWriter:
     """Stream tokens into numbered shards of ``shard_tokens`` tokens each.
 
@@ -143,8 +163,7 @@ class ShardWriter:
 
     def __init__(self, directory: str | os.PathLike[str], prefix: str, vocab_size: int, tokenizer_hash: str,
                  shard_tokens: int = 1 << 26, start_index: int = 0) -> None:
-        if shard_tokens < 1:
-            raise ValueError(f"shard_tokens must be >= 1, got {shard_tokens}")
+        _check_shard_tokens(shard_tokens)
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.prefix, self.vocab_size, self.tokenizer_hash = prefix, vocab_size, tokenizer_hash
@@ -154,19 +173,21 @@ class ShardWriter:
         self.index = start_index
         self.paths: list[Path] = []
         self.n_tokens = 0
-        self._buf = np.empty(shard_tokens, dtype=self.dtype)
+        self._buf = np.empty(min(shard_tokens, _INITIAL_BUFFER), dtype=self.dtype)  # grows up to shard_tokens
         self._fill = 0
         self._closed = False
 
     def add(self, tokens: np.ndarray) -> None:
         if self._closed:
             raise ValueError("ShardWriter is closed")
-        tokens = np.asarray(tokens)
-        if tokens.size and (int(tokens.min()) < 0 or int(tokens.max()) >= self.vocab_size):
-            raise ValueError(f"token ids must be in [0, {self.vocab_size})")
+        tokens = _check_tokens(tokens, self.vocab_size)
         pos = 0
         while pos < tokens.size:
             take = min(tokens.size - pos, self.shard_tokens - self._fill)
+            if self._fill + take > self._buf.size:
+                grown = np.empty(min(self.shard_tokens, max(2 * self._buf.size, self._fill + take)), dtype=self.dtype)
+                grown[:self._fill] = self._buf[:self._fill]
+                self._buf = grown
             self._buf[self._fill:self._fill + take] = tokens[pos:pos + take]
             self._fill += take
             pos += take
