@@ -110,6 +110,18 @@ def test_prepare_into_a_folder_inside_the_input_skips_its_own_output(tmp_path, t
     assert all(not s["path"].startswith(str(out)) for s in m2["sources"])
 
 
+def test_prepare_inputs_inside_the_output_folder(tmp_path, tok):
+    """prepare data/raw --out data: the inputs lie inside the output folder; they are read, and only
+    the files prepare itself writes there are skipped (so a second run changes nothing)."""
+    src, expected = _corpus(tmp_path / "data")
+    out = tmp_path / "data"
+    cfg = PrepareConfig(val_fraction=0.0, chunk_bytes=20)
+    m = prepare([src], out, tok, config=cfg)
+    assert _docs_from_shards(out, m, tok, "train") == expected
+    m2 = prepare([out], out, tok, config=cfg, overwrite=True)  # the whole folder: its shards are not inputs
+    assert _docs_from_shards(out, m2, tok, "train") == expected
+
+
 def test_split_is_by_document_hash(tmp_path, tok):
     docs = [f"document number {i}\nwith body {i * 7}\n" for i in range(300)]
     (tmp_path / "in.jsonl").write_text("".join(json.dumps({"body": d}) + "\n" for d in docs))
@@ -365,6 +377,20 @@ def test_loader_steps_cover_the_same_windows_for_every_split_of_the_global_batch
     if G > 1:
         with pytest.raises(ValueError, match="next_step"):
             ranks[0].next_batch()
+
+
+def test_positions_saved_before_grad_accum_was_recorded_still_load(tmp_path):
+    """Older checkpoints stored only global_batch = batch_size x world_size (one micro-batch); a run
+    with the same batch_size and world_size (and any grad_accum) resumes from them."""
+    paths, _ = _shards(tmp_path, [400])
+    L = TokenLoader(paths, seq_len=4, batch_size=2, grad_accum=3)
+    old = {k: v for k, v in L.state_dict().items() if k != "step_windows"} | {"global_batch": 2, "cursor": 12}
+    L.load_state_dict(old)
+    assert L.cursor == 12
+    with pytest.raises(ValueError, match="global_batch=2 windows; this run has 4"):
+        TokenLoader(paths, seq_len=4, batch_size=4, grad_accum=3).load_state_dict(old)
+    new = TokenLoader(paths, seq_len=4, batch_size=2, grad_accum=3).state_dict()
+    assert (new["global_batch"], new["step_windows"]) == (2, 6)
 
 
 def test_loader_errors(tmp_path):

@@ -183,7 +183,7 @@ def test_resume_with_another_split_of_the_global_batch(prepared, tmp_path, split
         np.testing.assert_allclose(pc[k], pa[k], rtol=1e-4, atol=1e-5, err_msg=k)
     # another global batch (grad_accum alone changed) is refused, naming the three factors
     d = Trainer(_cfg(data_dir, tmp_path / "b", data__grad_accum=3, **over), tokenizer=tok, log=lambda s: None)
-    with pytest.raises(ValueError, match="global batch of 8 windows.*grad_accum 3"):
+    with pytest.raises(ValueError, match="step_windows=8 windows.*grad_accum 3"):
         d.fit(resume=str(tmp_path / "b" / "checkpoints" / f"step_{N // 2:08d}"))
 
 

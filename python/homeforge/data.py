@@ -438,7 +438,13 @@ def prepare(inputs: str | os.PathLike[str] | Sequence[str | os.PathLike[str]], o
                          "train it with special_tokens=['<|endoftext|>']")
     out = Path(out_dir)
     inputs = _as_list(inputs, "inputs")
-    sources = expand_inputs(inputs, include=cfg.include, exclude=[out])  # never read our own output
+    # Never read our own output: skip the output folder when it lies inside an input folder
+    # (prepare corpus --out corpus/prepared); when an input lies inside the output folder (prepare
+    # data/raw --out data), skip only the files prepare writes there.
+    out_r = out.resolve()
+    inputs_in_out = any(Path(i).resolve().is_relative_to(out_r) for i in inputs)
+    sources = expand_inputs(inputs, include=cfg.include, exclude=[] if inputs_in_out else [out])
+    sources = [q for q in sources if not (q.resolve().parent == out_r and _is_prepared_file(q))]
     if not sources:
         raise ValueError(f"no input files found in {', '.join(map(os.fspath, inputs))}"
                          + (f" matching include {list(cfg.include)}" if cfg.include else "")
@@ -616,10 +622,15 @@ def _cfg_json(cfg: PrepareConfig) -> dict[str, Any]:
     return d
 
 
+def _is_prepared_file(p: Path) -> bool:
+    """A file prepare writes into its output directory (manifest, progress, tokenizer, shards)."""
+    return (p.name in (MANIFEST, PROGRESS, TOKENIZER_FILE) or p.name.startswith("dedup_")
+            or (p.suffix == ".bin" and p.name.startswith(("train_c", "val_c"))))
+
+
 def _clear_prepared(out: Path) -> None:
     for p in out.iterdir():
-        if (p.name in (MANIFEST, PROGRESS, TOKENIZER_FILE) or p.name.startswith("dedup_")
-                or (p.suffix == ".bin" and p.name.startswith(("train_c", "val_c")))):
+        if _is_prepared_file(p):
             p.unlink()
 
 
@@ -751,7 +762,8 @@ class TokenLoader:
 
     def state_dict(self) -> dict[str, int]:
         return {"epoch": self.epoch, "cursor": self.cursor, "seed": self.seed, "seq_len": self.seq_len,
-                "n_windows": self.n_windows, "global_batch": self.step_windows, "shuffle": int(self.shuffle)}
+                "n_windows": self.n_windows, "global_batch": self.global_batch, "step_windows": self.step_windows,
+                "shuffle": int(self.shuffle)}
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
         if not isinstance(sd, dict):
@@ -763,11 +775,14 @@ class TokenLoader:
             if int(sd[key]) != getattr(self, key):
                 raise ValueError(f"data position was saved with {key}={sd[key]}, but this loader has "
                                  f"{key}={getattr(self, key)} (different data or sequence length)")
-        if int(sd.get("global_batch", self.step_windows)) != self.step_windows:
-            raise ValueError(f"data position was saved with a global batch of {sd['global_batch']} windows; this "
-                             f"run has {self.step_windows} (batch_size {self.batch_size} x grad_accum "
-                             f"{self.grad_accum} x world_size {self.world_size}); the global batch must stay "
-                             "the same to resume")
+        # step_windows (batch_size x grad_accum x world_size) is the global batch; positions saved
+        # before it was recorded have only global_batch (batch_size x world_size, one micro-batch).
+        key, mine = ("step_windows", self.step_windows) if "step_windows" in sd else ("global_batch", self.global_batch)
+        if int(sd.get(key, mine)) != mine:
+            raise ValueError(f"data position was saved with {key}={sd[key]} windows; this run has {mine} "
+                             f"(batch_size {self.batch_size} x "
+                             + (f"grad_accum {self.grad_accum} x " if key == "step_windows" else "")
+                             + f"world_size {self.world_size}); the global batch must stay the same to resume")
         self.seed = int(sd["seed"])
         self.shuffle = bool(sd.get("shuffle", 1))
         self._order_epoch = -1
