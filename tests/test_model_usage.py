@@ -196,3 +196,23 @@ def test_vocab_limit_samples_only_ids_below_it():
     assert all(t < 50 for t in m.generate([1, 2, 3], 20, temperature=1.5, seed=0, vocab_limit=50))
     with pytest.raises(ValueError, match="vocab_limit"):
         m.generate([1], 1, vocab_limit=62)
+
+
+def test_generate_text_keeps_room_for_the_reply_near_the_end_of_the_context():
+    """A chat history close to max_seq_len keeps its last tokens so that the reply still gets
+    max_new_tokens (it used to get only what was left, down to 1 token)."""
+    from homeforge import Tokenizer
+    from homeforge.inference import generate_text
+
+    tok = Tokenizer.train(["the quick brown fox jumps over the lazy dog"] * 30, vocab_size=300,
+                          special_tokens=["<|endoftext|>"])
+    m = Model(tiny(vocab_size=tok.n_vocab, max_seq_len=64), seed=0)
+    calls = []
+    real = m.generate
+    m.generate = lambda ids, n, **kw: calls.append((len(ids), n)) or real(ids, n, **kw)
+    history = "the lazy dog " * 40
+    assert len(tok.encode_ordinary(history)) > 64
+    for n in (20, 60):
+        generate_text(m, tok, history, max_new_tokens=n, temperature=0, stop_at_eot=False)
+        prompt_len, new = calls[-1]
+        assert new == min(n, 32) and prompt_len + new == 64

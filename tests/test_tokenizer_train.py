@@ -164,7 +164,19 @@ def test_cli_train_and_encode_shards(tmp_path):
     assert shard_info(shards[0]).tokenizer_hash_prefix == tok.hash()[:48]
     # errors come back as a status, with a message
     a = p.parse_args(["tokenizer", "encode", "-t", str(tmp_path / "nope.hft"), "-i", str(corpus), "-o", str(tmp_path)])
-    assert run(a) == 1
+    assert run(a) == 2  # the CLI's error status
+    # a second encode into the same folder would mix old and new shards: refused
+    a = p.parse_args(["tokenizer", "encode", "-t", str(out), "-i", str(corpus), "-o", str(tmp_path / "sh"),
+                      "--prefix", "train", "--quiet"])
+    assert run(a) == 2
+    # output paths are checked before training
+    a = p.parse_args(["tokenizer", "train", "-i", str(corpus), "--vocab-size", "600", "-o", str(tmp_path / "t2.hft"),
+                      "--hf", str(tmp_path / "missing" / "t2.json"), "--quiet"])
+    assert run(a) == 2 and not (tmp_path / "t2.hft").exists()
+    # the global --threads reaches encode (its own --threads has another name)
+    from homeforge.cli import build_parser
+
+    assert build_parser().parse_args(["--threads", "2", "tokenizer", "encode", "-t", "t", "-i", "i", "-o", "o"]).threads == 2
 
 
 # ---- streamed files: cut points keep ids and counts exact -----------------------------------
@@ -266,5 +278,6 @@ def test_batch_bytes_must_be_positive(tmp_path):
 
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
-        assert run(a) == 1
-    assert "--batch-bytes" in err.getvalue() and not (tmp_path / "o").exists()
+        assert run(a) == 2
+    assert err.getvalue().startswith("homeforge: error:") and "--batch-bytes" in err.getvalue()
+    assert not (tmp_path / "o").exists()

@@ -116,8 +116,8 @@ def generate_text(model: Any, tok: Any, prompt: str, *, max_new_tokens: int = 12
                   on_text: Callable[[str], None] | None = None, stop_at_eot: bool = True) -> str:
     """Generate a continuation of ``prompt``; each decoded piece is passed to ``on_text`` as it comes.
 
-    A prompt of ``max_seq_len`` tokens or more keeps its last ``max_seq_len // 2``, and
-    ``max_new_tokens`` is capped so that prompt + continuation fit in ``max_seq_len``. Only the
+    The continuation gets room for ``max_new_tokens`` (at most half of ``max_seq_len``): a longer
+    prompt keeps only its last tokens, so that prompt + continuation fit in ``max_seq_len``. Only the
     tokenizer's ids are sampled, also when the model's vocabulary is padded beyond it.
     ``top_k=0`` (or None) samples without a top-k cut (see :func:`check_sampling`).
     """
@@ -130,8 +130,11 @@ def generate_text(model: Any, tok: Any, prompt: str, *, max_new_tokens: int = 12
         ids = [eot]
     max_len = int(model.config.max_seq_len) if hasattr(model, "config") else None
     if max_len is not None:
-        if len(ids) >= max_len:
-            ids = ids[-(max_len // 2):]
+        # Room for the continuation: max_new_tokens, but at most half the context. A longer prompt
+        # keeps its last tokens, so a chat near the end of the context still gets whole replies.
+        room = max(1, min(max_new_tokens, max_len // 2))
+        if len(ids) + room > max_len:
+            ids = ids[-(max_len - room):]
         max_new_tokens = min(max_new_tokens, max_len - len(ids))
     stream = StreamingText(_token_bytes_fn(tok))
     pieces: list[str] = []

@@ -64,7 +64,8 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> argparse.Argument
     e.add_argument("--shard-tokens", type=int, default=1 << 26, help="tokens per shard (default 2^26)")
     e.add_argument("--jsonl-field", default="text")
     e.add_argument("--no-eot", action="store_true", help="do not append the end-of-text token after documents")
-    e.add_argument("--threads", type=int, default=None, help="encoding threads (default: all)")
+    e.add_argument("--threads", dest="encode_threads", metavar="THREADS", type=int, default=None,
+                   help="encoding threads (default: homeforge's, set by the global --threads)")
     e.add_argument("--batch-bytes", type=int, default=16 << 20,
                    help="text per parallel batch (>= 64); a text file is cut only where the ids stay "
                         "those of the whole file, so a stretch without such a point is read whole")
@@ -80,9 +81,9 @@ def run(args: argparse.Namespace) -> int:
             return _train(args)
         if args.tokenizer_command == "encode":
             return _encode(args)
-    except (ValueError, OSError, TypeError) as exc:
-        print(f"homeforge tokenizer {args.tokenizer_command}: error: {exc}", file=sys.stderr)
-        return 1
+    except (ValueError, OSError, TypeError) as exc:  # the CLI's error convention (docs/cli.md)
+        print(f"homeforge: error: tokenizer {args.tokenizer_command}: {exc}", file=sys.stderr)
+        return 2
     print(f"unknown tokenizer command {args.tokenizer_command!r}", file=sys.stderr)
     return 2
 
@@ -91,6 +92,11 @@ def _train(args: argparse.Namespace) -> int:
     from .tokenizer import Tokenizer
 
     specials = [] if args.no_special else (args.special_token or ["<|endoftext|>"])
+    for out in (args.output, args.hf, args.tiktoken):  # before training, not after minutes of it
+        if out is not None and not Path(out).parent.is_dir():
+            raise OSError(f"output folder {Path(out).parent} does not exist (for {out})")
+        if out is not None and Path(out).is_dir():
+            raise OSError(f"{out} is a directory; give a file path")
     t0 = time.perf_counter()
     tok = Tokenizer.train(list(args.input), args.vocab_size, pattern=args.pattern, special_tokens=specials,
                           min_frequency=args.min_frequency, jsonl_field=args.jsonl_field, progress=not args.quiet)
@@ -127,6 +133,10 @@ def _encode(args: argparse.Namespace) -> int:
 
     _batch_bytes(args.batch_bytes, "--batch-bytes")
 
+    stale = sorted(Path(args.output_dir).glob(f"{args.prefix}_*.bin")) if Path(args.output_dir).is_dir() else []
+    if stale:  # new shards beside old ones would read as one data set
+        raise OSError(f"{args.output_dir} already holds {len(stale)} shard(s) named {args.prefix}_*.bin (e.g. "
+                      f"{stale[0].name}); remove them or choose another --output-dir or --prefix")
     path = args.tokenizer
     tok = Tokenizer.from_hf(path) if path.suffix == ".json" else Tokenizer.load(path)
     eot = None if args.no_eot else tok.eot_token
@@ -141,7 +151,8 @@ def _encode(args: argparse.Namespace) -> int:
         nonlocal batch, size
         if not batch:
             return
-        ids, offsets = tok.encode_batch_flat([t for t, _ in batch], num_threads=args.threads, disallowed_special=())
+        ids, offsets = tok.encode_batch_flat([t for t, _ in batch], num_threads=args.encode_threads,
+                                             disallowed_special=())
         if eot is not None:  # the end-of-text token after each document that ends in this batch
             ends = np.array([e for _, e in batch], dtype=bool)
             ids = np.insert(ids, offsets[1:][ends], np.uint32(eot))
