@@ -50,7 +50,9 @@ def test_shard_tokens_is_bounded_and_the_buffer_grows_with_the_data(tmp_path):
     w = ShardWriter(tmp_path, "big", 1000, HASH, shard_tokens=2**32)
     ids = np.arange(300_000) % 1000
     w.add(ids[:5])
+    assert w._buf.nbytes < 1 << 24  # not the limit's 8 GiB (np.empty alone would not show it: lazy pages)
     w.add(ids[5:])
+    assert w._buf.nbytes < 4 * ids.nbytes
     (path,) = w.close()
     assert np.array_equal(read_shard(path, verify=True), ids)
 

@@ -244,15 +244,22 @@ def iter_documents(path: Path, *, src_index: int = 0, start: tuple[int, int] = (
             # plain text: one physical line, which lone \r splits into several lines. Each piece has
             # its own end position (byte offset after its \r; line number of the last complete
             # physical line), so a chunk that ends after a piece resumes at the next piece.
-            body = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1] if raw.endswith((b"\n", b"\r")) else raw
-            parts = body.split(b"\r")
-            piece_end = line_start
-            for i, part in enumerate(parts):
-                last = i == len(parts) - 1
-                here = (src_index, offset, line_no) if last else (src_index, piece_end + len(part) + 1, line_no - 1)
-                stats.bytes_in += here[1] - piece_end
-                piece_end = here[1]
-                piece = part.decode("utf-8")  # \r is never inside a UTF-8 sequence: the parts decode
+            n = len(raw)
+            ending = 2 if raw.endswith(b"\r\n") else 1 if n and raw[-1] in (10, 13) else 0
+            end = (src_index, offset, line_no)
+            if raw.find(b"\r", 0, n - ending) < 0:  # the common case: one piece, already decoded
+                pieces: Sequence[tuple[str, tuple[int, int, int], int]] = ((text[:-ending] if ending else text, end, n),)
+            else:
+                pieces, at = [], line_start
+                parts = raw[:n - ending].split(b"\r")
+                for i, part in enumerate(parts):
+                    last = i == len(parts) - 1
+                    # \r is never inside a UTF-8 sequence: the parts decode
+                    pieces.append((part.decode("utf-8"), end if last else (src_index, at + len(part) + 1, line_no - 1),
+                                   offset - at if last else len(part) + 1))
+                    at += len(part) + 1
+            for piece, here, piece_bytes in pieces:
+                stats.bytes_in += piece_bytes
                 if not piece.strip():
                     stats.empty_lines += 1
                     if doc_unit == "paragraph" and buf:

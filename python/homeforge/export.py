@@ -82,6 +82,8 @@ def export_hf(model: Any, tok: Any, out_dir: str | os.PathLike[str]) -> Path:
     if out.exists() and not out.is_dir():
         raise OSError(f"export: {out} exists and is not a directory")
     out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(".export.*"):  # left by an export that crashed (a hard kill skips the cleanup below)
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=".export.", dir=out))
     try:
         model.save_pretrained(tmp)

@@ -68,6 +68,21 @@ ARCH_KEYS = ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "ffn_
              "rope_theta", "norm_eps", "tie_embeddings")
 
 
+def data_position(state: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint's data position, with ``step_windows`` (the global batch in windows). Positions
+    saved before the loader recorded it get it from the checkpoint's own run config and world size,
+    whatever its ``global_batch`` meant in the version that wrote it.
+
+    >>> data_position({"data": {"cursor": 8}, "config": {"data": {"batch_size": 4, "grad_accum": 2}}, "world_size": 2})
+    {'cursor': 8, 'step_windows': 16}
+    """
+    pos = dict(state["data"])
+    saved = (state.get("config") or {}).get("data") or {}
+    if "step_windows" not in pos and "batch_size" in saved and "world_size" in state:
+        pos["step_windows"] = int(saved["batch_size"]) * int(saved.get("grad_accum", 1)) * int(state["world_size"])
+    return pos
+
+
 def mpi_world_size() -> int:
     """Ranks of the MPI job this process was launched in (1 when not under mpirun), without importing MPI."""
     for var in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS"):
@@ -312,7 +327,7 @@ class Trainer:
         check_resume(ck.state.get("config", {}), self.config.to_dict(), f"checkpoint {ck.path}")
         copy_params(self.model, ck.params, f"checkpoint {ck.path}")
         self.strategy.load_state_dict(ck.optimizer)
-        self.loader.load_state_dict(ck.state["data"])
+        self.loader.load_state_dict(data_position(ck.state))
         self.rng.bit_generator.state = ck.state["rng"]
         bv = ck.state.get("best_val")
         self.best_val = math.inf if bv is None else float(bv)
