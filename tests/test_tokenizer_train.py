@@ -173,6 +173,18 @@ def test_cli_train_and_encode_shards(tmp_path):
     a = p.parse_args(["tokenizer", "train", "-i", str(corpus), "--vocab-size", "600", "-o", str(tmp_path / "t2.hft"),
                       "--hf", str(tmp_path / "missing" / "t2.json"), "--quiet"])
     assert run(a) == 2 and not (tmp_path / "t2.hft").exists()
+    # all or nothing: an input that fails after other shards were written leaves no shards, no
+    # staging folder, and no output folder that this call created
+    bad = tmp_path / "bad.txt"
+    bad.write_bytes(b"fine text\n" * 50 + b"\xff\xfe broken")
+    a = p.parse_args(["tokenizer", "encode", "-t", str(out), "-i", str(corpus), str(bad), "-o", str(tmp_path / "sh2"),
+                      "--shard-tokens", "100", "--batch-bytes", "64", "--quiet"])
+    assert run(a) == 2 and not (tmp_path / "sh2").exists()
+    (tmp_path / "sh3").mkdir()
+    (tmp_path / "sh3" / "keep.txt").write_text("mine")
+    a = p.parse_args(["tokenizer", "encode", "-t", str(out), "-i", str(corpus), str(bad), "-o", str(tmp_path / "sh3"),
+                      "--shard-tokens", "100", "--batch-bytes", "64", "--quiet"])
+    assert run(a) == 2 and [q.name for q in (tmp_path / "sh3").iterdir()] == ["keep.txt"]
     # the global --threads reaches encode (its own --threads has another name)
     from homeforge.cli import build_parser
 

@@ -26,10 +26,13 @@ is read on until one comes, so memory grows with the longest such stretch.
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -68,7 +71,8 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> argparse.Argument
                    help="encoding threads (default: homeforge's, set by the global --threads)")
     e.add_argument("--batch-bytes", type=int, default=16 << 20,
                    help="text per parallel batch (>= 64); a text file is cut only where the ids stay "
-                        "those of the whole file, so a stretch without such a point is read whole")
+                        "those of the whole file (proven for the named patterns; with a custom regex a "
+                        "piece can be cut), so a stretch without such a point is read whole")
     e.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)
     return p
@@ -128,6 +132,7 @@ def _documents(paths: list[Path], jsonl_field: str, block: int) -> Iterator[tupl
 
 
 def _encode(args: argparse.Namespace) -> int:
+    from ._atomic import fsync_dir
     from .shards import ShardWriter
     from .tokenizer import Tokenizer, _batch_bytes
 
@@ -140,8 +145,29 @@ def _encode(args: argparse.Namespace) -> int:
     path = args.tokenizer
     tok = Tokenizer.from_hf(path) if path.suffix == ".json" else Tokenizer.load(path)
     eot = None if args.no_eot else tok.eot_token
-    writer = ShardWriter(args.output_dir, args.prefix, vocab_size=tok.n_vocab, tokenizer_hash=tok.hash(),
-                         shard_tokens=args.shard_tokens)
+    # All or nothing: shards go to a staging folder inside the output folder and are renamed into
+    # place only when every input has been encoded, so an error or Ctrl-C leaves no partial set.
+    out = Path(args.output_dir)
+    made = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{args.prefix}.encoding.", dir=out))
+    try:
+        paths = _encode_into(args, tok, eot, ShardWriter(staging, args.prefix, vocab_size=tok.n_vocab,
+                                                          tokenizer_hash=tok.hash(), shard_tokens=args.shard_tokens))
+        for p in paths:
+            os.replace(p, out / p.name)
+        fsync_dir(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        if made and not any(out.iterdir()):
+            out.rmdir()
+        raise
+    shutil.rmtree(staging, ignore_errors=True)
+    return 0
+
+
+def _encode_into(args: argparse.Namespace, tok: Any, eot: int | None, writer: Any) -> list[Path]:
+    """Encode args.input into writer's shards; returns their paths."""
     t0 = time.perf_counter()
     n_bytes = 0
     batch: list[tuple[str, bool]] = []
@@ -175,4 +201,4 @@ def _encode(args: argparse.Namespace) -> int:
         sys.stderr.write("\n")
         print(f"wrote {writer.n_tokens} tokens in {len(paths)} shard(s) to {args.output_dir} "
               f"({dt:.1f} s, dtype {writer.dtype})")
-    return 0
+    return paths
