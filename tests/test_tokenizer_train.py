@@ -169,6 +169,16 @@ def test_cli_train_and_encode_shards(tmp_path):
     a = p.parse_args(["tokenizer", "encode", "-t", str(out), "-i", str(corpus), "-o", str(tmp_path / "sh"),
                       "--prefix", "train", "--quiet"])
     assert run(a) == 2
+    # a vocabulary the corpus cannot fill is reported, not an error
+    import contextlib
+    import io
+
+    err = io.StringIO()
+    a = p.parse_args(["tokenizer", "train", "-i", str(docs), "--vocab-size", "60000", "-o", str(tmp_path / "big.hft"),
+                      "--quiet"])
+    with contextlib.redirect_stderr(err):
+        assert run(a) == 0
+    assert "of the requested --vocab-size 60000" in err.getvalue()
     # output paths are checked before training
     a = p.parse_args(["tokenizer", "train", "-i", str(corpus), "--vocab-size", "600", "-o", str(tmp_path / "t2.hft"),
                       "--hf", str(tmp_path / "missing" / "t2.json"), "--quiet"])

@@ -109,6 +109,9 @@ def _train(args: argparse.Namespace) -> int:
         tok.save_hf(args.hf)
     if args.tiktoken:
         tok.save_tiktoken(args.tiktoken)
+    if tok.n_vocab < args.vocab_size:  # not an error (the Python API allows it), but say so
+        print(f"homeforge: note: the corpus gave {tok.n_vocab} tokens of the requested --vocab-size {args.vocab_size} "
+              "(too little text: no pair left that occurs --min-frequency times)", file=sys.stderr)
     if not args.quiet:
         print(f"trained {tok} in {time.perf_counter() - t0:.1f} s -> {args.output} (sha256 {tok.hash()[:16]}...)")
     return 0
