@@ -248,19 +248,21 @@ def iter_documents(path: Path, *, src_index: int = 0, start: tuple[int, int] = (
             ending = 2 if raw.endswith(b"\r\n") else 1 if n and raw[-1] in (10, 13) else 0
             end = (src_index, offset, line_no)
             if raw.find(b"\r", 0, n - ending) < 0:  # the common case: one piece, already decoded
-                pieces: Sequence[tuple[str, tuple[int, int, int], int]] = ((text[:-ending] if ending else text, end, n),)
+                # (each piece is a line of text ending in "\n", the one line ending documents keep)
+                line = text if ending == 1 and raw[-1] == 10 else (text[:-ending] if ending else text) + "\n"
+                pieces: Sequence[tuple[str, tuple[int, int, int], int]] = ((line, end, n),)
             else:
                 pieces, at = [], line_start
                 parts = raw[:n - ending].split(b"\r")
                 for i, part in enumerate(parts):
                     last = i == len(parts) - 1
                     # \r is never inside a UTF-8 sequence: the parts decode
-                    pieces.append((part.decode("utf-8"), end if last else (src_index, at + len(part) + 1, line_no - 1),
+                    pieces.append((part.decode("utf-8") + "\n", end if last else (src_index, at + len(part) + 1, line_no - 1),
                                    offset - at if last else len(part) + 1))
                     at += len(part) + 1
-            for piece, here, piece_bytes in pieces:
+            for line, here, piece_bytes in pieces:
                 stats.bytes_in += piece_bytes
-                if not piece.strip():
+                if not line.strip():
                     stats.empty_lines += 1
                     if doc_unit == "paragraph" and buf:
                         doc = "".join(buf)
@@ -269,10 +271,10 @@ def iter_documents(path: Path, *, src_index: int = 0, start: tuple[int, int] = (
                     continue
                 stats.lines_kept += 1
                 if doc_unit == "line":
-                    yield piece + "\n", here
+                    yield line, here
                     continue
-                buf.append(piece + "\n")
-                buf_bytes += len(piece) + 1
+                buf.append(line)
+                buf_bytes += len(line)
             if buf and buf_bytes >= max_doc_bytes:
                 doc = "".join(buf)
                 buf, buf_bytes = [], 0
