@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator
@@ -60,3 +61,30 @@ def atomic_write(path: str | os.PathLike[str], mode: str = "wb") -> Iterator[IO]
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+
+
+@contextlib.contextmanager
+def staged_files(out_dir: str | os.PathLike[str], name: str) -> Iterator[Path]:
+    """All or nothing for a set of files: yield a staging folder inside ``out_dir`` (created if
+    missing); on success rename every file written there into ``out_dir`` (other files in it are
+    left alone), on failure remove the staging folder, and ``out_dir`` too if this call created it
+    and it is still empty. Staging folders of the same ``name`` left by a crash are removed first."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise OSError(f"{out} exists and is not a directory")
+    made = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob(f".{name}.staging.*"):  # a hard kill skips the cleanup below
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.staging.", dir=out))
+    done = False
+    try:
+        yield tmp
+        for p in sorted(tmp.iterdir()):
+            os.replace(p, out / p.name)
+        fsync_dir(out)
+        done = True
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if made and not done and not any(out.iterdir()):
+            out.rmdir()

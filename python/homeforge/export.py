@@ -22,14 +22,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ._atomic import apply_default_mode, atomic_write, fsync_dir
+from ._atomic import apply_default_mode, atomic_write, fsync_dir, staged_files
 
 __all__ = ["export_hf", "export_gguf", "halves_to_interleaved", "GGUF_NAMES"]
 
@@ -70,22 +69,16 @@ def _cfg(model: Any) -> dict[str, Any]:
 def export_hf(model: Any, tok: Any, out_dir: str | os.PathLike[str]) -> Path:
     """Write a transformers-loadable directory (model + tokenizer) into ``out_dir``.
 
-    All four files are first written (and fsynced) into a temporary directory inside ``out_dir``,
-    then renamed into place, so a failure (say a tokenizer that has no tokenizer.json form) changes
-    nothing, and a crash leaves at worst some new files beside old ones. Other files already in
-    ``out_dir`` are left alone, as transformers' ``save_pretrained`` does; a path that exists and is
-    not a directory raises OSError.
+    All four files are written (and fsynced) into a staging folder inside ``out_dir``, then renamed
+    into place (``_atomic.staged_files``), so a failure (say a tokenizer that has no tokenizer.json
+    form) changes nothing, and a crash leaves at worst some new files beside old ones. Other files
+    already in ``out_dir`` are left alone, as transformers' ``save_pretrained`` does; a path that
+    exists and is not a directory raises OSError.
     """
     from .model import remove_stale_shards
 
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise OSError(f"export: {out} exists and is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob(".export.*"):  # left by an export that crashed (a hard kill skips the cleanup below)
-        shutil.rmtree(stale, ignore_errors=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".export.", dir=out))
-    try:
+    with staged_files(out, "export") as tmp:
         model.save_pretrained(tmp)
         tok.save_hf(tmp / "tokenizer.json")
         eot = "<|endoftext|>" if tok.eot_token is not None else None
@@ -95,12 +88,7 @@ def export_hf(model: Any, tok: Any, out_dir: str | os.PathLike[str]) -> Path:
             tcfg.update({"eos_token": eot, "bos_token": eot, "unk_token": None})
         with atomic_write(tmp / "tokenizer_config.json", "w") as f:
             f.write(json.dumps(tcfg, indent=1))
-        for p in sorted(tmp.iterdir()):
-            os.replace(p, out / p.name)
-        remove_stale_shards(out)
-        fsync_dir(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    remove_stale_shards(out)
     return out
 
 

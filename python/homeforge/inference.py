@@ -94,11 +94,10 @@ def check_sampling(*, max_new_tokens: Any, temperature: Any, top_k: Any, top_p: 
     ...
     ValueError: temperature (--temperature) must be a number >= 0, got -1
     """
+    from .model import _is_int as integer
+
     def real(v: Any) -> bool:
         return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
-
-    def integer(v: Any) -> bool:
-        return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
 
     if not integer(max_new_tokens) or max_new_tokens < 0:
         raise ValueError(f"max_new_tokens (--max-new-tokens) must be an int >= 0, got {max_new_tokens!r}")

@@ -471,15 +471,15 @@ class Tokenizer:
         if isinstance(texts, str):
             raise TypeError("texts must be a sequence of str, not a str")
         allowed, disallowed, extra = self._masks(allowed_special, disallowed_special)
+        if extra is None and not any(disallowed):
+            return allowed
+        for t in texts:
+            if not isinstance(t, str):
+                raise TypeError(f"texts must contain str, got {type(t).__name__}")
         if extra is not None:  # strings that are not special tokens: a Python regex per text
             for t in texts:
-                if not isinstance(t, str):
-                    raise TypeError(f"texts must contain str, got {type(t).__name__}")
                 self._check_disallowed(t, disallowed, extra)
-        elif any(disallowed):
-            for t in texts:
-                if not isinstance(t, str):
-                    raise TypeError(f"texts must contain str, got {type(t).__name__}")
+        else:
             # The scan runs in parallel in C++; the text it names is checked again for the message.
             d = self._bpe.find_special_batch(texts, disallowed, num_threads)
             if d >= 0:

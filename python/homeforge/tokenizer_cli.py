@@ -26,10 +26,7 @@ is read on until one comes, so memory grows with the longest such stretch.
 from __future__ import annotations
 
 import argparse
-import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -135,7 +132,7 @@ def _documents(paths: list[Path], jsonl_field: str, block: int) -> Iterator[tupl
 
 
 def _encode(args: argparse.Namespace) -> int:
-    from ._atomic import fsync_dir
+    from ._atomic import staged_files
     from .shards import ShardWriter
     from .tokenizer import Tokenizer, _batch_bytes
 
@@ -150,27 +147,14 @@ def _encode(args: argparse.Namespace) -> int:
     eot = None if args.no_eot else tok.eot_token
     # All or nothing: shards go to a staging folder inside the output folder and are renamed into
     # place only when every input has been encoded, so an error or Ctrl-C leaves no partial set.
-    out = Path(args.output_dir)
-    made = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{args.prefix}.encoding.", dir=out))
-    try:
-        paths = _encode_into(args, tok, eot, ShardWriter(staging, args.prefix, vocab_size=tok.n_vocab,
-                                                          tokenizer_hash=tok.hash(), shard_tokens=args.shard_tokens))
-        for p in paths:
-            os.replace(p, out / p.name)
-        fsync_dir(out)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        if made and not any(out.iterdir()):
-            out.rmdir()
-        raise
-    shutil.rmtree(staging, ignore_errors=True)
+    with staged_files(args.output_dir, args.prefix) as staging:
+        _encode_into(args, tok, eot, ShardWriter(staging, args.prefix, vocab_size=tok.n_vocab,
+                                                 tokenizer_hash=tok.hash(), shard_tokens=args.shard_tokens))
     return 0
 
 
-def _encode_into(args: argparse.Namespace, tok: Any, eot: int | None, writer: Any) -> list[Path]:
-    """Encode args.input into writer's shards; returns their paths."""
+def _encode_into(args: argparse.Namespace, tok: Any, eot: int | None, writer: Any) -> None:
+    """Encode args.input into writer's shards."""
     t0 = time.perf_counter()
     n_bytes = 0
     batch: list[tuple[str, bool]] = []
@@ -204,4 +188,3 @@ def _encode_into(args: argparse.Namespace, tok: Any, eot: int | None, writer: An
         sys.stderr.write("\n")
         print(f"wrote {writer.n_tokens} tokens in {len(paths)} shard(s) to {args.output_dir} "
               f"({dt:.1f} s, dtype {writer.dtype})")
-    return paths
